@@ -1,0 +1,20 @@
+//! Generated protobuf types and gRPC stubs for raftkv.
+//!
+//! - `KV` (`raftkv.v1.KV`): the public key-value API — Put, Get, Delete, Range, Txn, Watch.
+//! - `Cluster` (`raftkv.v1.Cluster`): status and dynamic membership.
+//! - `Raft` (`raftkv.v1.Raft`): the peer-only Raft transport (vote, append entries, snapshot chunks). Never
+//!   exposed to clients on purpose: it is a separate service so it can be filtered or bound elsewhere.
+//!
+//! The `.proto` files live in `proto/raftkv/v1/`; they are compiled by `build.rs` with `protox`.
+
+#![allow(clippy::all, missing_docs)]
+
+/// Everything in package `raftkv.v1`.
+pub mod v1 {
+    tonic::include_proto!("raftkv.v1");
+}
+
+pub use v1::*;
+
+/// Encoded `FileDescriptorSet` of all raftkv protos, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/raftkv_descriptor.bin"));

@@ -1,0 +1,264 @@
+//! `raftkv.v1.Cluster`: node status and dynamic membership.
+//!
+//! Status is answered locally (each node reports its own view — that is the point). Membership changes must
+//! run on the leader; a follower forwards them. Adding a member makes it a learner (it receives the log or a
+//! snapshot but does not vote); promoting turns a learner into a voter through openraft's joint consensus;
+//! removing a voter demotes and drops it in one change.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Instant,
+};
+
+use openraft::{
+    error::{ClientWriteError, RaftError},
+    ChangeMembers, ServerState,
+};
+use raftkv_proto::{self as pb, cluster_client::ClusterClient, cluster_server::Cluster};
+use tonic::{Request, Response, Status};
+
+use super::{
+    kv::{forwarded, observed, Route},
+    ApiContext,
+};
+use crate::{
+    error::{Error, Result},
+    raft::{Node, NodeId},
+};
+
+pub struct ClusterService {
+    ctx: Arc<ApiContext>,
+}
+
+impl ClusterService {
+    pub fn new(ctx: Arc<ApiContext>) -> Self {
+        Self { ctx }
+    }
+}
+
+pub fn role(state: ServerState) -> pb::Role {
+    match state {
+        ServerState::Leader => pb::Role::Leader,
+        ServerState::Follower => pb::Role::Follower,
+        ServerState::Candidate => pb::Role::Candidate,
+        ServerState::Learner => pb::Role::Learner,
+        ServerState::Shutdown => pb::Role::Shutdown,
+    }
+}
+
+impl ApiContext {
+    /// The members in the latest membership config this node knows (committed or not).
+    pub fn members(&self) -> Vec<pb::Member> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let voters: BTreeSet<NodeId> = m.membership().voter_ids().collect();
+        m.membership()
+            .nodes()
+            .map(|(id, n)| pb::Member { id: *id, addr: n.addr.clone(), voter: voters.contains(id) })
+            .collect()
+    }
+
+    /// This node's full status.
+    pub async fn status(&self) -> pb::StatusResponse {
+        let m = self.raft.metrics().borrow().clone();
+        let committed = self.raft.with_raft_state(|st| st.committed.map(|c| c.index)).await.ok().flatten();
+        let commit_index = committed.unwrap_or(0).max(self.log_store.committed_index());
+        let (applied, revision, keys) = self.state_machine.applied();
+        let last_log_index = m.last_log_index.unwrap_or(0);
+        let last_log_term = if m.last_log_index.is_some() {
+            use openraft::RaftLogReader;
+            let mut reader = self.log_store.clone();
+            reader
+                .try_get_log_entries(last_log_index..=last_log_index)
+                .await
+                .ok()
+                .and_then(|e| e.first().map(|e| e.log_id.leader_id.term))
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let leader_addr = m
+            .current_leader
+            .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()))
+            .unwrap_or_default();
+        let replication = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .filter(|(id, _)| **id != self.id)
+                    .map(|(id, matched)| {
+                        let mi = matched.map(|l| l.index);
+                        pb::ReplicationProgress {
+                            node_id: *id,
+                            matched_index: mi.unwrap_or(0),
+                            has_match: mi.is_some(),
+                            lag: last_log_index.saturating_sub(mi.unwrap_or(0)),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let snapshot = m.snapshot;
+        pb::StatusResponse {
+            header: Some(self.header(revision)),
+            id: self.id,
+            addr: self.addr.clone(),
+            role: role(m.state) as i32,
+            term: m.current_term,
+            leader_id: m.current_leader.unwrap_or(0),
+            leader_addr,
+            voted_for: m.vote.leader_id.voted_for().unwrap_or(0),
+            vote_committed: m.vote.committed,
+            last_log_index,
+            last_log_term,
+            commit_index,
+            applied_index: applied.map_or(0, |l| l.index),
+            snapshot_index: snapshot.map_or(0, |l| l.index),
+            snapshot_term: snapshot.map_or(0, |l| l.leader_id.term),
+            purged_index: m.purged.map_or(0, |l| l.index),
+            members: self.members(),
+            replication,
+            key_count: keys as u64,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            millis_since_quorum_ack: m.millis_since_quorum_ack.unwrap_or(0),
+        }
+    }
+
+    fn cluster_client(&self, addr: &str) -> Result<ClusterClient<tonic::transport::Channel>> {
+        Ok(ClusterClient::new(self.peer_channel(addr)?))
+    }
+
+    fn membership_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> Error {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match (f.leader_id, f.leader_node) {
+                (Some(id), Some(n)) if id != self.id => Error::NotLeader { leader_id: id, leader_addr: n.addr },
+                _ => Error::NoLeader("no leader to run the membership change".into()),
+            },
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => Error::FailedPrecondition(e.to_string()),
+            RaftError::Fatal(e) => Error::Unavailable(format!("raft stopped: {e}")),
+        }
+    }
+
+    /// Runs a membership change here (leader) and returns the resulting member list.
+    async fn change(&self, change: ChangeMembers<NodeId, Node>, deadline: Instant) -> Result<Vec<pb::Member>> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, self.raft.change_membership(change, false)).await {
+            Ok(Ok(_)) => Ok(self.members()),
+            Ok(Err(e)) => Err(self.membership_error(e)),
+            Err(_) => Err(Error::DeadlineExceeded("membership change did not commit before the deadline".into())),
+        }
+    }
+
+    fn member(&self, id: NodeId) -> Result<pb::Member> {
+        self.members().into_iter().find(|m| m.id == id).ok_or(Error::UnknownMember(id))
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let ctx = &self.ctx;
+        observed(ctx, "Status", async { Ok(ctx.status().await) }).await
+    }
+
+    async fn member_list(
+        &self,
+        _req: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        let ctx = &self.ctx;
+        observed(ctx, "MemberList", async {
+            let revision = ctx.state_machine.applied().1;
+            Ok(pb::MemberListResponse { header: Some(ctx.header(revision)), members: ctx.members() })
+        })
+        .await
+    }
+
+    async fn member_add(&self, req: Request<pb::MemberAddRequest>) -> Result<Response<pb::MemberAddResponse>, Status> {
+        let ctx = &self.ctx;
+        observed(ctx, "MemberAdd", async {
+            let deadline = ctx.deadline(&req);
+            let route = ctx.route(&req);
+            let msg = req.into_inner();
+            if msg.id == 0 {
+                return Err(Error::InvalidArgument("member id must be a positive integer".into()));
+            }
+            crate::config::validate_addr(&msg.addr).map_err(Error::InvalidArgument)?;
+            if let Route::Leader(addr) = route {
+                let r = ctx.cluster_client(&addr)?.member_add(ctx.forward_request(msg, deadline)).await;
+                return r.map(Response::into_inner).map_err(|s| forwarded(s, &addr));
+            }
+            if let Ok(existing) = ctx.member(msg.id) {
+                return Err(Error::FailedPrecondition(format!(
+                    "member {} already exists (at {}, {})",
+                    existing.id,
+                    existing.addr,
+                    if existing.voter { "voter" } else { "learner" }
+                )));
+            }
+            let node = Node { addr: msg.addr.clone() };
+            let change = ChangeMembers::AddNodes(BTreeMap::from([(msg.id, node)]));
+            let members = ctx.change(change, deadline).await?;
+            tracing::info!(id = msg.id, addr = %msg.addr, "added learner");
+            Ok(pb::MemberAddResponse { header: Some(ctx.header(ctx.state_machine.applied().1)), members })
+        })
+        .await
+    }
+
+    async fn member_promote(
+        &self,
+        req: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        let ctx = &self.ctx;
+        observed(ctx, "MemberPromote", async {
+            let deadline = ctx.deadline(&req);
+            let route = ctx.route(&req);
+            let msg = req.into_inner();
+            if let Route::Leader(addr) = route {
+                let r = ctx.cluster_client(&addr)?.member_promote(ctx.forward_request(msg, deadline)).await;
+                return r.map(Response::into_inner).map_err(|s| forwarded(s, &addr));
+            }
+            let m = ctx.member(msg.id)?;
+            if m.voter {
+                return Err(Error::FailedPrecondition(format!("member {} is already a voter", m.id)));
+            }
+            let members = ctx.change(ChangeMembers::AddVoterIds(BTreeSet::from([msg.id])), deadline).await?;
+            tracing::info!(id = msg.id, "promoted learner to voter");
+            Ok(pb::MemberPromoteResponse { header: Some(ctx.header(ctx.state_machine.applied().1)), members })
+        })
+        .await
+    }
+
+    async fn member_remove(
+        &self,
+        req: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        let ctx = &self.ctx;
+        observed(ctx, "MemberRemove", async {
+            let deadline = ctx.deadline(&req);
+            let route = ctx.route(&req);
+            let msg = req.into_inner();
+            if let Route::Leader(addr) = route {
+                let r = ctx.cluster_client(&addr)?.member_remove(ctx.forward_request(msg, deadline)).await;
+                return r.map(Response::into_inner).map_err(|s| forwarded(s, &addr));
+            }
+            let m = ctx.member(msg.id)?;
+            if m.voter {
+                let voters = ctx.members().iter().filter(|m| m.voter).count();
+                if voters <= 1 {
+                    return Err(Error::FailedPrecondition("cannot remove the last voter".into()));
+                }
+                // Demote and drop in one step (retain = false).
+                ctx.change(ChangeMembers::RemoveVoters(BTreeSet::from([msg.id])), deadline).await?;
+            } else {
+                ctx.change(ChangeMembers::RemoveNodes(BTreeSet::from([msg.id])), deadline).await?;
+            }
+            tracing::info!(id = msg.id, "removed member");
+            Ok(pb::MemberRemoveResponse {
+                header: Some(ctx.header(ctx.state_machine.applied().1)),
+                members: ctx.members(),
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,200 @@
+//! Conversions between protobuf messages and raftkv's internal types, with request validation.
+//!
+//! Validation happens here, once, before anything reaches Raft: a request that would be refused by the state
+//! machine must never be proposed (it would cost a log entry on every node and could not be undone).
+
+use raftkv_proto as pb;
+
+use crate::{
+    config::Limits,
+    error::{Error, Result},
+    keyspace::{
+        CompareOp, CompareTarget, Event, EventKind, KeyRange, KeyValue, RangeQuery, RangeResult, TxnCompare, TxnOp,
+        TxnOpResponse,
+    },
+    raft::Command,
+};
+
+impl Limits {
+    pub fn check_key(&self, key: &[u8]) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::InvalidArgument("key must not be empty".into()));
+        }
+        if key.len() > self.max_key_bytes {
+            return Err(Error::TooLarge { what: "key", size: key.len(), limit: self.max_key_bytes });
+        }
+        Ok(())
+    }
+
+    pub fn check_value(&self, value: &[u8]) -> Result<()> {
+        if value.len() > self.max_value_bytes {
+            return Err(Error::TooLarge { what: "value", size: value.len(), limit: self.max_value_bytes });
+        }
+        Ok(())
+    }
+
+    fn check_range_end(&self, end: &[u8]) -> Result<()> {
+        if end.len() > self.max_key_bytes {
+            return Err(Error::TooLarge { what: "range_end", size: end.len(), limit: self.max_key_bytes });
+        }
+        Ok(())
+    }
+}
+
+pub fn put_command(limits: &Limits, r: pb::PutRequest) -> Result<Command> {
+    limits.check_key(&r.key)?;
+    limits.check_value(&r.value)?;
+    Ok(Command::Put { key: r.key, value: r.value, prev_kv: r.prev_kv })
+}
+
+pub fn delete_command(limits: &Limits, r: pb::DeleteRequest) -> Result<Command> {
+    limits.check_key(&r.key)?;
+    limits.check_range_end(&r.range_end)?;
+    let range = KeyRange::from_wire(r.key, r.range_end);
+    Ok(Command::Delete { key: range.start, range_end: range.end, prev_kv: r.prev_kv })
+}
+
+pub fn range_query(limits: &Limits, r: &pb::RangeRequest) -> Result<RangeQuery> {
+    // An empty key with range_end "\0" means "everything"; otherwise the key must be valid.
+    if !(r.key.is_empty() && r.range_end == [0]) {
+        limits.check_key(&r.key)?;
+    }
+    limits.check_range_end(&r.range_end)?;
+    if r.limit < 0 {
+        return Err(Error::InvalidArgument(format!("limit must be >= 0, got {}", r.limit)));
+    }
+    Ok(RangeQuery {
+        range: KeyRange::from_wire(r.key.clone(), r.range_end.clone()),
+        limit: r.limit,
+        keys_only: r.keys_only,
+        count_only: r.count_only,
+    })
+}
+
+fn txn_op(limits: &Limits, op: pb::RequestOp) -> Result<TxnOp> {
+    match op.request {
+        Some(pb::request_op::Request::Put(p)) => {
+            limits.check_key(&p.key)?;
+            limits.check_value(&p.value)?;
+            Ok(TxnOp::Put { key: p.key, value: p.value, prev_kv: p.prev_kv })
+        }
+        Some(pb::request_op::Request::Range(r)) => Ok(TxnOp::Range(range_query(limits, &r)?)),
+        Some(pb::request_op::Request::Delete(d)) => {
+            limits.check_key(&d.key)?;
+            limits.check_range_end(&d.range_end)?;
+            Ok(TxnOp::Delete { range: KeyRange::from_wire(d.key, d.range_end), prev_kv: d.prev_kv })
+        }
+        None => Err(Error::InvalidArgument("transaction operation has no request set".into())),
+    }
+}
+
+pub fn txn_command(limits: &Limits, r: pb::TxnRequest) -> Result<Command> {
+    let ops = r.compare.len() + r.success.len() + r.failure.len();
+    if ops > limits.max_txn_ops {
+        return Err(Error::InvalidArgument(format!(
+            "transaction has {ops} compares and operations, over the limit of {}",
+            limits.max_txn_ops
+        )));
+    }
+    let compare = r
+        .compare
+        .into_iter()
+        .map(|c| {
+            limits.check_key(&c.key)?;
+            let target = match pb::compare::Target::try_from(c.target) {
+                Ok(pb::compare::Target::Value) => CompareTarget::Value,
+                Ok(pb::compare::Target::Version) => CompareTarget::Version,
+                Ok(pb::compare::Target::CreateRevision) => CompareTarget::CreateRevision,
+                Ok(pb::compare::Target::ModRevision) => CompareTarget::ModRevision,
+                Err(_) => return Err(Error::InvalidArgument(format!("unknown compare target {}", c.target))),
+            };
+            let op = match pb::compare::Result::try_from(c.result) {
+                Ok(pb::compare::Result::Equal) => CompareOp::Equal,
+                Ok(pb::compare::Result::NotEqual) => CompareOp::NotEqual,
+                Ok(pb::compare::Result::Greater) => CompareOp::Greater,
+                Ok(pb::compare::Result::Less) => CompareOp::Less,
+                Err(_) => return Err(Error::InvalidArgument(format!("unknown compare result {}", c.result))),
+            };
+            Ok(TxnCompare { key: c.key, target, op, value: c.value, number: c.number })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let success = r.success.into_iter().map(|o| txn_op(limits, o)).collect::<Result<Vec<_>>>()?;
+    let failure = r.failure.into_iter().map(|o| txn_op(limits, o)).collect::<Result<Vec<_>>>()?;
+    Ok(Command::Txn { compare, success, failure })
+}
+
+pub fn kv(kv: KeyValue) -> pb::KeyValue {
+    pb::KeyValue {
+        key: kv.key,
+        value: kv.value,
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+    }
+}
+
+pub fn range_response(header: pb::ResponseHeader, r: RangeResult) -> pb::RangeResponse {
+    pb::RangeResponse { header: Some(header), kvs: r.kvs.into_iter().map(kv).collect(), more: r.more, count: r.count }
+}
+
+pub fn txn_responses(responses: Vec<TxnOpResponse>) -> Vec<pb::ResponseOp> {
+    responses
+        .into_iter()
+        .map(|r| pb::ResponseOp {
+            response: Some(match r {
+                TxnOpResponse::Put { prev_kv } => {
+                    pb::response_op::Response::Put(pb::PutResponse { header: None, prev_kv: prev_kv.map(kv) })
+                }
+                TxnOpResponse::Range(r) => pb::response_op::Response::Range(pb::RangeResponse {
+                    header: None,
+                    kvs: r.kvs.into_iter().map(kv).collect(),
+                    more: r.more,
+                    count: r.count,
+                }),
+                TxnOpResponse::Delete { deleted, prev_kvs } => pb::response_op::Response::Delete(pb::DeleteResponse {
+                    header: None,
+                    deleted,
+                    prev_kvs: prev_kvs.into_iter().map(kv).collect(),
+                }),
+            }),
+        })
+        .collect()
+}
+
+pub fn event(e: Event, with_prev: bool) -> pb::Event {
+    pb::Event {
+        r#type: match e.kind {
+            EventKind::Put => pb::event::EventType::Put as i32,
+            EventKind::Delete => pb::event::EventType::Delete as i32,
+        },
+        kv: Some(kv(e.kv)),
+        prev_kv: if with_prev { e.prev_kv.map(kv) } else { None },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_limit() {
+        let limits = Limits { max_key_bytes: 4, max_value_bytes: 8, max_txn_ops: 2 };
+        let err = put_command(&limits, pb::PutRequest { key: vec![], value: vec![], prev_kv: false }).unwrap_err();
+        assert_eq!(err.to_string(), "key must not be empty");
+        let err =
+            put_command(&limits, pb::PutRequest { key: b"12345".to_vec(), value: vec![], prev_kv: false }).unwrap_err();
+        assert_eq!(err.to_string(), "key is 5 bytes, over the limit of 4 bytes");
+        let err =
+            put_command(&limits, pb::PutRequest { key: b"k".to_vec(), value: vec![0; 9], prev_kv: false }).unwrap_err();
+        assert_eq!(err.to_string(), "value is 9 bytes, over the limit of 8 bytes");
+        assert_eq!(err.into_status().code(), tonic::Code::InvalidArgument);
+        let op = pb::RequestOp { request: None };
+        let err =
+            txn_command(&limits, pb::TxnRequest { compare: vec![], success: vec![op], failure: vec![] }).unwrap_err();
+        assert!(err.to_string().contains("no request set"), "{err}");
+        let bad = pb::Compare { key: b"k".to_vec(), target: 42, result: 0, value: vec![], number: 0 };
+        let err =
+            txn_command(&limits, pb::TxnRequest { compare: vec![bad], success: vec![], failure: vec![] }).unwrap_err();
+        assert!(err.to_string().contains("unknown compare target 42"), "{err}");
+    }
+}

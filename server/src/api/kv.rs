@@ -1,0 +1,259 @@
+//! `raftkv.v1.KV`: the public key-value service.
+//!
+//! Writes go through Raft on the leader. Reads are linearizable unless the request asks for `serializable`, in
+//! which case any node answers from its own state machine (possibly stale, never torn). A follower forwards writes
+//! and linearizable reads to the leader it knows, so clients may talk to any node. Watches are served by the
+//! node they are opened on, from its own applied history: every node applies every entry in the same order, so a
+//! watch continues across leader changes.
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
+
+use futures::Stream;
+use raftkv_proto::{self as pb, kv_client::KvClient, kv_server::Kv};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{transport::Channel, Request, Response, Status};
+
+use super::{convert, ApiContext, FORWARDED};
+use crate::{
+    error::{Error, Result},
+    raft::CommandResponse,
+    watch::WatchError,
+};
+
+pub struct KvService {
+    ctx: Arc<ApiContext>,
+}
+
+impl KvService {
+    pub fn new(ctx: Arc<ApiContext>) -> Self {
+        Self { ctx }
+    }
+}
+
+/// Runs a handler, recording its latency and status code.
+pub(crate) async fn observed<T>(
+    ctx: &ApiContext,
+    method: &'static str,
+    f: impl Future<Output = Result<T>>,
+) -> Result<Response<T>, Status> {
+    let start = Instant::now();
+    let res = f.await.map_err(Error::into_status);
+    let code = match &res {
+        Ok(_) => "OK".to_string(),
+        Err(s) => format!("{:?}", s.code()),
+    };
+    ctx.metrics.requests.with_label_values(&[method, &code]).inc();
+    ctx.metrics.request_seconds.with_label_values(&[method]).observe(start.elapsed().as_secs_f64());
+    res.map(Response::new)
+}
+
+/// Where a request must go: served here, or forwarded to the leader at this address.
+pub(crate) enum Route {
+    Local,
+    Leader(String),
+}
+
+impl ApiContext {
+    /// Forward to the known leader unless this node leads, no leader is known (then wait here), or the request
+    /// was already forwarded once.
+    pub(crate) fn route<T>(&self, req: &Request<T>) -> Route {
+        if req.metadata().contains_key(FORWARDED) {
+            return Route::Local;
+        }
+        match self.leader() {
+            Some((id, addr)) if id != self.id && !addr.is_empty() => Route::Leader(addr),
+            _ => Route::Local,
+        }
+    }
+
+    /// Builds the forwarded request: same message, marked as forwarded, with the remaining deadline.
+    pub(crate) fn forward_request<T>(&self, msg: T, deadline: Instant) -> Request<T> {
+        let mut req = Request::new(msg);
+        req.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+        req.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        req
+    }
+
+    pub(crate) fn peer_channel(&self, addr: &str) -> Result<Channel> {
+        self.network.channels.get(addr).map_err(Error::Unavailable)
+    }
+
+    fn kv_client(&self, addr: &str) -> Result<KvClient<Channel>> {
+        Ok(KvClient::new(self.peer_channel(addr)?)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20))
+    }
+}
+
+/// Maps a failure to reach the leader: the original status if the leader answered, UNAVAILABLE otherwise.
+pub(crate) fn forwarded(status: Status, leader: &str) -> Error {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown if !status.metadata().contains_key("x-raftkv-leader-id") => {
+            Error::Unavailable(format!("leader at {leader} unreachable: {}", status.message()))
+        }
+        _ => Error::Forwarded(Box::new(status)),
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let ctx = &self.ctx;
+        observed(ctx, "Put", async {
+            let deadline = ctx.deadline(&req);
+            let route = ctx.route(&req);
+            let msg = req.into_inner();
+            let cmd = convert::put_command(&ctx.limits, msg.clone())?;
+            if let Route::Leader(addr) = route {
+                let r = ctx.kv_client(&addr)?.put(ctx.forward_request(msg, deadline)).await;
+                return r.map(Response::into_inner).map_err(|s| forwarded(s, &addr));
+            }
+            match ctx.write(cmd, deadline).await? {
+                CommandResponse::Put { revision, prev_kv } => {
+                    Ok(pb::PutResponse { header: Some(ctx.header(revision)), prev_kv: prev_kv.map(convert::kv) })
+                }
+                other => Err(Error::Internal(format!("unexpected response to put: {other:?}"))),
+            }
+        })
+        .await
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let ctx = &self.ctx;
+        observed(ctx, "Get", async {
+            let deadline = ctx.deadline(&req);
+            let route = ctx.route(&req);
+            let msg = req.into_inner();
+            ctx.limits.check_key(&msg.key)?;
+            if !msg.serializable {
+                if let Route::Leader(addr) = route {
+                    let r = ctx.kv_client(&addr)?.get(ctx.forward_request(msg, deadline)).await;
+                    return r.map(Response::into_inner).map_err(|s| forwarded(s, &addr));
+                }
+                ctx.read_barrier(deadline).await?;
+            }
+            let (kv, revision) = ctx.state_machine.read(|ks| (ks.get(&msg.key), ks.revision()));
+            Ok(pb::GetResponse { header: Some(ctx.header(revision)), kv: kv.map(convert::kv) })
+        })
+        .await
+    }
+
+    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        let ctx = &self.ctx;
+        observed(ctx, "Delete", async {
+            let deadline = ctx.deadline(&req);
+            let route = ctx.route(&req);
+            let msg = req.into_inner();
+            let cmd = convert::delete_command(&ctx.limits, msg.clone())?;
+            if let Route::Leader(addr) = route {
+                let r = ctx.kv_client(&addr)?.delete(ctx.forward_request(msg, deadline)).await;
+                return r.map(Response::into_inner).map_err(|s| forwarded(s, &addr));
+            }
+            match ctx.write(cmd, deadline).await? {
+                CommandResponse::Delete { revision, deleted, prev_kvs } => Ok(pb::DeleteResponse {
+                    header: Some(ctx.header(revision)),
+                    deleted,
+                    prev_kvs: prev_kvs.into_iter().map(convert::kv).collect(),
+                }),
+                other => Err(Error::Internal(format!("unexpected response to delete: {other:?}"))),
+            }
+        })
+        .await
+    }
+
+    async fn range(&self, req: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+        let ctx = &self.ctx;
+        observed(ctx, "Range", async {
+            let deadline = ctx.deadline(&req);
+            let route = ctx.route(&req);
+            let msg = req.into_inner();
+            let query = convert::range_query(&ctx.limits, &msg)?;
+            if !msg.serializable {
+                if let Route::Leader(addr) = route {
+                    let r = ctx.kv_client(&addr)?.range(ctx.forward_request(msg, deadline)).await;
+                    return r.map(Response::into_inner).map_err(|s| forwarded(s, &addr));
+                }
+                ctx.read_barrier(deadline).await?;
+            }
+            let (result, revision) = ctx.state_machine.read(|ks| (ks.range(&query), ks.revision()));
+            Ok(convert::range_response(ctx.header(revision), result))
+        })
+        .await
+    }
+
+    async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let ctx = &self.ctx;
+        observed(ctx, "Txn", async {
+            let deadline = ctx.deadline(&req);
+            let route = ctx.route(&req);
+            let msg = req.into_inner();
+            let cmd = convert::txn_command(&ctx.limits, msg.clone())?;
+            if let Route::Leader(addr) = route {
+                let r = ctx.kv_client(&addr)?.txn(ctx.forward_request(msg, deadline)).await;
+                return r.map(Response::into_inner).map_err(|s| forwarded(s, &addr));
+            }
+            match ctx.write(cmd, deadline).await? {
+                CommandResponse::Txn { revision, succeeded, responses } => Ok(pb::TxnResponse {
+                    header: Some(ctx.header(revision)),
+                    succeeded,
+                    responses: convert::txn_responses(responses),
+                }),
+                other => Err(Error::Internal(format!("unexpected response to txn: {other:?}"))),
+            }
+        })
+        .await
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let ctx = self.ctx.clone();
+        let res = observed(&ctx, "Watch", async {
+            let msg = req.into_inner();
+            if !(msg.key.is_empty() && msg.range_end == [0]) {
+                ctx.limits.check_key(&msg.key)?;
+            }
+            let range = crate::keyspace::KeyRange::from_wire(msg.key, msg.range_end);
+            let hub = ctx.state_machine.watch_hub();
+            let mut watcher = hub.subscribe(range, msg.start_revision);
+            let with_prev = msg.prev_kv;
+            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            // The first message confirms the watch is in place and says where it starts.
+            let first = pb::WatchResponse { header: Some(ctx.header(watcher.next_revision() - 1)), events: vec![] };
+            let ctx2 = ctx.clone();
+            tokio::spawn(async move {
+                if tx.send(Ok(first)).await.is_err() {
+                    return;
+                }
+                loop {
+                    let batch = tokio::select! {
+                        b = watcher.next_batch() => b,
+                        _ = tx.closed() => return,
+                    };
+                    let msg = match batch {
+                        Ok(revs) => {
+                            let last = revs.last().map_or(0, |(r, _)| *r);
+                            let events = revs
+                                .into_iter()
+                                .flat_map(|(_, evs)| evs)
+                                .map(|e| convert::event(e, with_prev))
+                                .collect();
+                            Ok(pb::WatchResponse { header: Some(ctx2.header(last)), events })
+                        }
+                        Err(e @ WatchError::Compacted { .. }) => Err(Error::Compacted(e.to_string()).into_status()),
+                        Err(WatchError::Closed) => Err(Error::Unavailable("node shutting down".into()).into_status()),
+                    };
+                    let stop = msg.is_err();
+                    if tx.send(msg).await.is_err() || stop {
+                        return;
+                    }
+                }
+            });
+            Ok(Box::pin(ReceiverStream::new(rx)) as WatchStream)
+        })
+        .await;
+        res
+    }
+}

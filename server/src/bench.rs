@@ -1,0 +1,292 @@
+//! `raftkv bench`: throughput and latency of the state machine alone and of a real cluster.
+//!
+//! Workloads:
+//! - `sm-insert`: applying puts to the in-process key space (no Raft, no disk) — the ceiling.
+//! - `write`: puts through Raft (sent to the leader; committed by a quorum, fsynced, applied).
+//! - `read`: linearizable gets (leader confirms leadership with a quorum per read).
+//! - `read-serializable`: local gets spread over every node.
+//!
+//! `--clients` concurrent request loops share `--conns` HTTP/2 connections per node. Latency is measured per
+//! request into an HDR histogram. Runs against `--endpoints`, or against a 3-node cluster it starts itself on
+//! free ports with `--start-cluster`.
+
+use std::{
+    process::ExitCode,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use clap::ValueEnum;
+use hdrhistogram::Histogram;
+use raftkv::{client::Client, keyspace::KeySpace};
+use raftkv_proto::{self as pb, kv_client::KvClient};
+use tonic::transport::Channel;
+
+use crate::{
+    cli::{print_table, Cli, Output},
+    cluster::LocalCluster,
+};
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum, Debug)]
+pub enum Workload {
+    SmInsert,
+    Write,
+    Read,
+    ReadSerializable,
+    All,
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[arg(long, value_enum, default_value_t = Workload::All)]
+    pub workload: Workload,
+    /// Concurrent request loops.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// gRPC connections per node, shared by the clients.
+    #[arg(long, default_value_t = 8)]
+    pub conns: usize,
+    /// Requests per workload.
+    #[arg(long, default_value_t = 20_000)]
+    pub total: u64,
+    #[arg(long, default_value_t = 16)]
+    pub key_size: usize,
+    #[arg(long, default_value_t = 128)]
+    pub val_size: usize,
+    /// Distinct keys written and read.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    /// Start a local 3-node cluster on free ports for the run (instead of using --endpoints).
+    #[arg(long)]
+    pub start_cluster: bool,
+}
+
+pub struct BenchResult {
+    pub name: String,
+    pub ops: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub hist: Histogram<u64>,
+}
+
+impl BenchResult {
+    fn row(&self) -> Vec<String> {
+        let q = |p: f64| format!("{:.2}", self.hist.value_at_quantile(p) as f64 / 1000.0);
+        vec![
+            self.name.clone(),
+            self.ops.to_string(),
+            self.errors.to_string(),
+            format!("{:.0}", self.ops as f64 / self.elapsed.as_secs_f64()),
+            q(0.5),
+            q(0.99),
+            format!("{:.2}", self.hist.max() as f64 / 1000.0),
+        ]
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "workload": self.name,
+            "ops": self.ops,
+            "errors": self.errors,
+            "ops_per_sec": self.ops as f64 / self.elapsed.as_secs_f64(),
+            "p50_ms": self.hist.value_at_quantile(0.5) as f64 / 1000.0,
+            "p99_ms": self.hist.value_at_quantile(0.99) as f64 / 1000.0,
+            "max_ms": self.hist.max() as f64 / 1000.0,
+        })
+    }
+}
+
+fn key(i: u64, size: usize) -> Vec<u8> {
+    let s = format!("bench/{i:010}");
+    let mut k = s.into_bytes();
+    k.resize(size.max(16), b'_');
+    k
+}
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+fn sm_insert(a: &BenchArgs) -> BenchResult {
+    let mut ks = KeySpace::default();
+    let value = vec![b'v'; a.val_size];
+    let mut hist = new_hist();
+    let start = Instant::now();
+    for i in 0..a.total {
+        let t = Instant::now();
+        ks.put(key(i % a.keys, a.key_size), value.clone());
+        hist.saturating_record(t.elapsed().as_micros().max(1) as u64);
+    }
+    BenchResult { name: "sm-insert (in-process)".into(), ops: a.total, errors: 0, elapsed: start.elapsed(), hist }
+}
+
+fn connections(addrs: &[String], per_node: usize) -> anyhow::Result<Vec<KvClient<Channel>>> {
+    let mut out = Vec::new();
+    for addr in addrs {
+        for _ in 0..per_node.max(1) {
+            let ch =
+                tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect_lazy();
+            out.push(KvClient::new(ch));
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `op` from `clients` loops until `total` requests are done.
+async fn drive<F, Fut>(name: &str, a: &BenchArgs, conns: Vec<KvClient<Channel>>, op: F) -> BenchResult
+where
+    F: Fn(KvClient<Channel>, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let next = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let op = Arc::new(op);
+    let bar = indicatif::ProgressBar::new(a.total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>22} [{bar:30}] {pos}/{len} {per_sec}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(name.to_string());
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..a.clients {
+        let conn = conns[c % conns.len()].clone();
+        let (next, errors, op, bar, total) = (next.clone(), errors.clone(), op.clone(), bar.clone(), a.total);
+        tasks.push(tokio::spawn(async move {
+            let mut hist = new_hist();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let t = Instant::now();
+                if op(conn.clone(), i).await.is_err() {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                hist.saturating_record(t.elapsed().as_micros().max(1) as u64);
+                if i % 256 == 0 {
+                    bar.set_position(i);
+                }
+            }
+            hist
+        }));
+    }
+    let mut hist = new_hist();
+    for t in tasks {
+        if let Ok(h) = t.await {
+            hist.add(h).expect("same histogram bounds");
+        }
+    }
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    let errors = errors.load(Ordering::Relaxed);
+    BenchResult { name: name.into(), ops: a.total - errors.min(a.total), errors, elapsed, hist }
+}
+
+pub async fn run(cli: &Cli, a: &BenchArgs) -> anyhow::Result<ExitCode> {
+    if a.clients == 0 || a.total == 0 || a.keys == 0 {
+        bail!("--clients, --total and --keys must be positive");
+    }
+    let mut results = Vec::new();
+    if matches!(a.workload, Workload::SmInsert | Workload::All) {
+        results.push(sm_insert(a));
+    }
+    let needs_cluster = a.workload != Workload::SmInsert;
+    let mut _local = None;
+    if needs_cluster {
+        let endpoints = if a.start_cluster {
+            let dir = tempfile::Builder::new().prefix("raftkv-bench-").tempdir()?;
+            let ports: Vec<(u16, u16)> =
+                (0..3).map(|_| Ok((free_port()?, free_port()?))).collect::<anyhow::Result<_>>()?;
+            let mut c = LocalCluster::start(&ports, dir.path(), &[])?;
+            c.wait_for_leader(Duration::from_secs(30)).await?;
+            let eps = c.endpoints();
+            _local = Some((c, dir));
+            eps
+        } else {
+            cli.endpoints.clone()
+        };
+        let client = Client::new(endpoints.clone(), Duration::from_secs(5));
+        let leader = find_leader(&client).await?;
+        eprintln!("bench: leader at {leader}; {} clients over {} connections per node", a.clients, a.conns);
+        let value = Arc::new(vec![b'v'; a.val_size]);
+        let (ks, keys) = (a.key_size, a.keys);
+        if matches!(a.workload, Workload::Write | Workload::All | Workload::Read | Workload::ReadSerializable) {
+            let v = value.clone();
+            let r = drive("write", a, connections(std::slice::from_ref(&leader), a.conns)?, move |mut c, i| {
+                let v = v.clone();
+                async move {
+                    c.put(pb::PutRequest { key: key(i % keys, ks), value: v.to_vec(), prev_kv: false })
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await;
+            if matches!(a.workload, Workload::Write | Workload::All) {
+                results.push(r);
+            }
+        }
+        if matches!(a.workload, Workload::Read | Workload::All) {
+            results.push(
+                drive(
+                    "read (linearizable)",
+                    a,
+                    connections(std::slice::from_ref(&leader), a.conns)?,
+                    move |mut c, i| async move {
+                        c.get(pb::GetRequest { key: key(i % keys, ks), serializable: false }).await.map(|_| ())
+                    },
+                )
+                .await,
+            );
+        }
+        if matches!(a.workload, Workload::ReadSerializable | Workload::All) {
+            results.push(
+                drive("read (serializable)", a, connections(&endpoints, a.conns)?, move |mut c, i| async move {
+                    c.get(pb::GetRequest { key: key(i % keys, ks), serializable: true }).await.map(|_| ())
+                })
+                .await,
+            );
+        }
+    }
+    match cli.output {
+        Output::Json => println!("{}", serde_json::Value::Array(results.iter().map(BenchResult::json).collect())),
+        Output::Table => {
+            println!(
+                "clients={} conns={} total={} key_size={} val_size={}",
+                a.clients, a.conns, a.total, a.key_size, a.val_size
+            );
+            print_table(
+                &["WORKLOAD", "OPS", "ERRORS", "OPS/S", "P50 MS", "P99 MS", "MAX MS"],
+                &results.iter().map(BenchResult::row).collect::<Vec<_>>(),
+            );
+        }
+    }
+    Ok(if results.iter().any(|r| r.errors > 0) { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+async fn find_leader(client: &Client) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for (_, s) in client.status_all().await {
+            if let Ok(s) = s {
+                if s.leader_id != 0 && !s.leader_addr.is_empty() {
+                    return Ok(s.leader_addr);
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no leader found at {:?}", client.endpoints());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}

@@ -1,0 +1,125 @@
+//! `raftkv serve`: run one node. Every flag can also come from a `RAFTKV_*` environment variable.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use raftkv::{
+    config::{parse_cluster, Limits, NodeConfig, RaftTuning},
+    node::{self, Listeners},
+};
+
+use super::parse_duration;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// This node's id (a positive integer, unique in the cluster).
+    #[arg(long, env = "RAFTKV_ID")]
+    pub id: u64,
+    /// gRPC + gRPC-Web listen address.
+    #[arg(long, env = "RAFTKV_LISTEN", default_value = "127.0.0.1:7001")]
+    pub listen: SocketAddr,
+    /// Address other nodes and clients use to reach this one (default: --listen).
+    #[arg(long, env = "RAFTKV_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// HTTP address for /metrics, /healthz, /readyz, /status.
+    #[arg(long, env = "RAFTKV_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// Where the WAL, snapshots and metadata live.
+    #[arg(long, env = "RAFTKV_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Bootstrap a new cluster with these members: 1=host:port,2=host:port,...
+    #[arg(long, env = "RAFTKV_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Join an existing cluster through this endpoint (the node is added as a learner).
+    #[arg(long, env = "RAFTKV_JOIN", conflicts_with = "initial_cluster")]
+    pub join: Option<String>,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "RAFTKV_LOG_JSON")]
+    pub log_json: bool,
+    #[arg(long, env = "RAFTKV_MAX_KEY_BYTES", default_value_t = Limits::default().max_key_bytes)]
+    pub max_key_bytes: usize,
+    #[arg(long, env = "RAFTKV_MAX_VALUE_BYTES", default_value_t = Limits::default().max_value_bytes)]
+    pub max_value_bytes: usize,
+    #[arg(long, env = "RAFTKV_HEARTBEAT", default_value = "100ms", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+    #[arg(long, env = "RAFTKV_ELECTION_TIMEOUT_MIN", default_value = "500ms", value_parser = parse_duration)]
+    pub election_timeout_min: Duration,
+    #[arg(long, env = "RAFTKV_ELECTION_TIMEOUT_MAX", default_value = "1000ms", value_parser = parse_duration)]
+    pub election_timeout_max: Duration,
+    /// Snapshot (and compact the WAL) after this many log entries.
+    #[arg(long, env = "RAFTKV_SNAPSHOT_EVERY", default_value_t = RaftTuning::default().snapshot_every)]
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot for slightly lagging followers.
+    #[arg(long, env = "RAFTKV_KEEP_AFTER_SNAPSHOT", default_value_t = RaftTuning::default().keep_after_snapshot)]
+    pub keep_after_snapshot: u64,
+    /// Default deadline for requests that carry none.
+    #[arg(long, env = "RAFTKV_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    #[arg(long, env = "RAFTKV_WAL_SEGMENT_BYTES", default_value_t = 64 << 20)]
+    pub wal_segment_bytes: u64,
+    /// Revisions of change history kept in memory for watchers.
+    #[arg(long, env = "RAFTKV_WATCH_HISTORY", default_value_t = 100_000)]
+    pub watch_history: usize,
+    /// Allowed gRPC-Web origins (comma-separated; default any).
+    #[arg(long, env = "RAFTKV_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
+    /// Enable the partition hook on the HTTP port (testing only).
+    #[arg(long, env = "RAFTKV_FAULT_INJECTION")]
+    pub fault_injection: bool,
+}
+
+impl ServeArgs {
+    fn config(&self) -> anyhow::Result<NodeConfig> {
+        let mut c = NodeConfig::new(self.id, self.listen, &self.data_dir);
+        if let Some(a) = &self.advertise {
+            c.advertise = a.clone();
+        }
+        c.http = self.http;
+        if let Some(spec) = &self.initial_cluster {
+            c.initial_cluster = parse_cluster(spec).map_err(|e| anyhow::anyhow!("--initial-cluster: {e}"))?;
+        }
+        c.join = self.join.clone();
+        c.limits =
+            Limits { max_key_bytes: self.max_key_bytes, max_value_bytes: self.max_value_bytes, ..Limits::default() };
+        c.raft = RaftTuning {
+            heartbeat: self.heartbeat,
+            election_timeout_min: self.election_timeout_min,
+            election_timeout_max: self.election_timeout_max,
+            snapshot_every: self.snapshot_every,
+            keep_after_snapshot: self.keep_after_snapshot,
+        };
+        c.request_timeout = self.request_timeout;
+        c.wal_segment_bytes = self.wal_segment_bytes;
+        c.watch_history = self.watch_history;
+        c.cors_origins = self.cors_origin.clone();
+        c.fault_injection = self.fault_injection;
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTKV_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub async fn run(a: &ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging(a.log_json);
+    let config = a.config()?;
+    let listeners = Listeners::bind(&config).await?;
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    node::run(config, listeners, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}

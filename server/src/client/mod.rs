@@ -1,0 +1,252 @@
+//! The client the CLI (and the tests, bench and cluster launcher) use: endpoint selection, leader discovery and
+//! retries within a deadline.
+//!
+//! Any node answers any request (followers forward to the leader), so the client only has to find a live node.
+//! It sticks to the last node that answered, follows `x-raftkv-leader-addr` hints, and moves on to the next
+//! endpoint when a node is unreachable or has no leader. Retries stop at the deadline.
+//!
+//! Retry safety: reads, puts and deletes are retried on `UNAVAILABLE` (a put or delete applied twice leaves the
+//! same value). A transaction is retried only when the request provably never left this process (the connection
+//! could not be established) or the node refused it before proposing (no leader): retrying a compare-and-swap
+//! whose first attempt may have committed could report a false failure.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+use parking_lot::Mutex;
+use raftkv_proto::{self as pb, cluster_client::ClusterClient, kv_client::KvClient};
+use tonic::{transport::Channel, Code, Request, Status};
+
+pub struct Client {
+    endpoints: Vec<String>,
+    timeout: Duration,
+    channels: Mutex<HashMap<String, Channel>>,
+    preferred: AtomicUsize,
+    /// A leader address learned from a hint, tried first.
+    leader_hint: Mutex<Option<String>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Safe to repeat after any unavailability.
+    Idempotent,
+    /// Only when the request surely did not reach a node's Raft log.
+    NotSent,
+}
+
+/// True if the status proves the request was not proposed: the connection never opened, or a raftkv node said it
+/// has no leader / is not the leader (it refuses before proposing).
+fn surely_not_sent(s: &Status) -> bool {
+    let m = s.message();
+    m.contains("tcp connect error")
+        || m.contains("Connection refused")
+        || m.starts_with("no leader")
+        || m.starts_with("not the leader")
+}
+
+impl Client {
+    pub fn new(endpoints: Vec<String>, timeout: Duration) -> Self {
+        assert!(!endpoints.is_empty(), "a client needs at least one endpoint");
+        Self {
+            endpoints,
+            timeout,
+            channels: Mutex::default(),
+            preferred: AtomicUsize::new(0),
+            leader_hint: Mutex::default(),
+        }
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    pub fn channel(&self, addr: &str) -> Result<Channel, Status> {
+        let mut map = self.channels.lock();
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let url = if addr.starts_with("http://") || addr.starts_with("https://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let ch = tonic::transport::Endpoint::from_shared(url)
+            .map_err(|e| Status::invalid_argument(format!("bad endpoint {addr:?}: {e}")))?
+            .connect_timeout(Duration::from_millis(1000))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        map.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+
+    pub fn kv(&self, addr: &str) -> Result<KvClient<Channel>, Status> {
+        Ok(KvClient::new(self.channel(addr)?).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20))
+    }
+
+    pub fn cluster(&self, addr: &str) -> Result<ClusterClient<Channel>, Status> {
+        Ok(ClusterClient::new(self.channel(addr)?))
+    }
+
+    /// Calls `f` against live endpoints until it succeeds, fails for a non-retryable reason, or the deadline
+    /// passes.
+    async fn call<T, F, Fut>(&self, retry: Retry, mut f: F) -> Result<T, Status>
+    where
+        F: FnMut(String, Duration) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let mut attempt = 0usize;
+        let mut last_err = Status::unavailable("no endpoint tried");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(last_err);
+            }
+            let hinted = self.leader_hint.lock().take();
+            let idx = self.preferred.load(Ordering::Relaxed) % self.endpoints.len();
+            let addr = hinted.unwrap_or_else(|| self.endpoints[idx].clone());
+            match f(addr.clone(), left).await {
+                Ok(v) => return Ok(v),
+                Err(s) => {
+                    let retryable = matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled)
+                        && (retry == Retry::Idempotent || surely_not_sent(&s));
+                    if !retryable {
+                        return Err(s);
+                    }
+                    if let Some(l) = s.metadata().get("x-raftkv-leader-addr").and_then(|v| v.to_str().ok()) {
+                        *self.leader_hint.lock() = Some(l.to_string());
+                    } else {
+                        self.preferred.store(idx + 1, Ordering::Relaxed);
+                    }
+                    last_err = Status::new(s.code(), format!("{addr}: {}", s.message()));
+                    attempt += 1;
+                    // Cycle quickly through endpoints, then back off a little while an election runs.
+                    if attempt % self.endpoints.len() == 0 {
+                        tokio::time::sleep(Duration::from_millis(50 * (attempt / self.endpoints.len()).min(10) as u64))
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn request<T>(msg: T, left: Duration) -> Request<T> {
+        let mut r = Request::new(msg);
+        r.set_timeout(left);
+        r
+    }
+
+    pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<pb::PutResponse, Status> {
+        let msg = pb::PutRequest { key: key.into(), value: value.into(), prev_kv: false };
+        self.call(Retry::Idempotent, |addr, left| {
+            let msg = msg.clone();
+            async move { Ok(self.kv(&addr)?.put(Self::request(msg, left)).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn get(&self, key: impl Into<Vec<u8>>, serializable: bool) -> Result<pb::GetResponse, Status> {
+        let msg = pb::GetRequest { key: key.into(), serializable };
+        self.call(Retry::Idempotent, |addr, left| {
+            let msg = msg.clone();
+            async move { Ok(self.kv(&addr)?.get(Self::request(msg, left)).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn delete(&self, msg: pb::DeleteRequest) -> Result<pb::DeleteResponse, Status> {
+        self.call(Retry::Idempotent, |addr, left| {
+            let msg = msg.clone();
+            async move { Ok(self.kv(&addr)?.delete(Self::request(msg, left)).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn range(&self, msg: pb::RangeRequest) -> Result<pb::RangeResponse, Status> {
+        self.call(Retry::Idempotent, |addr, left| {
+            let msg = msg.clone();
+            async move { Ok(self.kv(&addr)?.range(Self::request(msg, left)).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn txn(&self, msg: pb::TxnRequest) -> Result<pb::TxnResponse, Status> {
+        self.call(Retry::NotSent, |addr, left| {
+            let msg = msg.clone();
+            async move { Ok(self.kv(&addr)?.txn(Self::request(msg, left)).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Opens a watch on some live node. The stream's first message confirms the watch (no events).
+    pub async fn watch(&self, msg: pb::WatchRequest) -> Result<(String, tonic::Streaming<pb::WatchResponse>), Status> {
+        self.call(Retry::Idempotent, |addr, _left| {
+            let msg = msg.clone();
+            async move {
+                let stream = self.kv(&addr)?.watch(Request::new(msg)).await?.into_inner();
+                Ok((addr, stream))
+            }
+        })
+        .await
+    }
+
+    /// The status of every endpoint, each on its own (a dead node is an error in its slot, not a failure).
+    pub async fn status_all(&self) -> Vec<(String, Result<pb::StatusResponse, Status>)> {
+        let futs = self.endpoints.iter().map(|addr| async move {
+            let res = async {
+                let mut c = self.cluster(addr)?;
+                let r = tokio::time::timeout(self.timeout.min(Duration::from_secs(2)), c.status(pb::StatusRequest {}))
+                    .await;
+                match r {
+                    Ok(r) => Ok(r?.into_inner()),
+                    Err(_) => Err(Status::deadline_exceeded("no answer")),
+                }
+            }
+            .await;
+            (addr.clone(), res)
+        });
+        futures::future::join_all(futs).await
+    }
+
+    pub async fn status(&self, addr: &str) -> Result<pb::StatusResponse, Status> {
+        Ok(self.cluster(addr)?.status(Self::request(pb::StatusRequest {}, self.timeout)).await?.into_inner())
+    }
+
+    pub async fn member_list(&self) -> Result<pb::MemberListResponse, Status> {
+        self.call(Retry::Idempotent, |addr, left| async move {
+            Ok(self.cluster(&addr)?.member_list(Self::request(pb::MemberListRequest {}, left)).await?.into_inner())
+        })
+        .await
+    }
+
+    pub async fn member_add(&self, id: u64, addr: &str) -> Result<pb::MemberAddResponse, Status> {
+        let msg = pb::MemberAddRequest { id, addr: addr.to_string() };
+        self.call(Retry::NotSent, |a, left| {
+            let msg = msg.clone();
+            async move { Ok(self.cluster(&a)?.member_add(Self::request(msg, left)).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn member_promote(&self, id: u64) -> Result<pb::MemberPromoteResponse, Status> {
+        self.call(Retry::NotSent, |a, left| async move {
+            Ok(self
+                .cluster(&a)?
+                .member_promote(Self::request(pb::MemberPromoteRequest { id }, left))
+                .await?
+                .into_inner())
+        })
+        .await
+    }
+
+    pub async fn member_remove(&self, id: u64) -> Result<pb::MemberRemoveResponse, Status> {
+        self.call(Retry::NotSent, |a, left| async move {
+            Ok(self.cluster(&a)?.member_remove(Self::request(pb::MemberRemoveRequest { id }, left)).await?.into_inner())
+        })
+        .await
+    }
+}

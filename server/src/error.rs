@@ -1,0 +1,115 @@
+//! raftkv's one error type, and its single conversion into a gRPC status.
+//!
+//! Every fallible path in the library returns [`Error`]. The API layer converts it to `tonic::Status` in exactly
+//! one place ([`Error::into_status`]), so the mapping from failure to status code is reviewed in one spot:
+//!
+//! | failure | status |
+//! |---|---|
+//! | bad request (empty key, over-size key/value, malformed op) | `INVALID_ARGUMENT` |
+//! | no leader, leader unreachable, node shutting down | `UNAVAILABLE` (+ `x-raftkv-leader-id` / `-addr` hints) |
+//! | deadline passed while waiting for Raft | `DEADLINE_EXCEEDED` |
+//! | watch from a revision no longer kept | `OUT_OF_RANGE` |
+//! | unknown member id | `NOT_FOUND` |
+//! | membership change not allowed now, wrong node/cluster | `FAILED_PRECONDITION` |
+//! | storage / internal failures | `INTERNAL` |
+
+use std::path::{Path, PathBuf};
+
+use crate::{raft::NodeId, wal::WalError};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{op} {}: {source}", path.display())]
+    Io { path: PathBuf, op: &'static str, source: std::io::Error },
+
+    #[error(transparent)]
+    Wal(#[from] WalError),
+
+    #[error("snapshot {} is corrupt ({reason}); refusing to start — restore this node from a peer", path.display())]
+    CorruptSnapshot { path: PathBuf, reason: String },
+
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge { what: &'static str, size: usize, limit: usize },
+
+    /// No leader is known (election in progress, or no quorum).
+    #[error("no leader: {0}")]
+    NoLeader(String),
+
+    /// This node is not the leader; the request should go to `leader`.
+    #[error("not the leader; the leader is node {leader_id} at {leader_addr}")]
+    NotLeader { leader_id: NodeId, leader_addr: String },
+
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+
+    #[error("deadline exceeded: {0}")]
+    DeadlineExceeded(String),
+
+    #[error("{0}")]
+    Compacted(String),
+
+    #[error("unknown member {0}")]
+    UnknownMember(NodeId),
+
+    #[error("{0}")]
+    FailedPrecondition(String),
+
+    #[error("configuration: {0}")]
+    Config(String),
+
+    /// A status returned by the leader a request was forwarded to, passed through unchanged.
+    #[error("{}", .0.message())]
+    Forwarded(Box<tonic::Status>),
+
+    #[error("raft storage: {0}")]
+    Storage(Box<openraft::StorageError<NodeId>>),
+
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn io(path: &Path, op: &'static str, source: std::io::Error) -> Self {
+        Error::Io { path: path.to_path_buf(), op, source }
+    }
+
+    /// The one conversion from a raftkv error to a gRPC status.
+    pub fn into_status(self) -> tonic::Status {
+        use tonic::Code;
+        let code = match &self {
+            Error::InvalidArgument(_) | Error::TooLarge { .. } => Code::InvalidArgument,
+            Error::NoLeader(_) | Error::NotLeader { .. } | Error::Unavailable(_) => Code::Unavailable,
+            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::Compacted(_) => Code::OutOfRange,
+            Error::UnknownMember(_) => Code::NotFound,
+            Error::FailedPrecondition(_) | Error::Config(_) => Code::FailedPrecondition,
+            Error::Forwarded(s) => return *s.clone(),
+            Error::Io { .. }
+            | Error::Wal(_)
+            | Error::CorruptSnapshot { .. }
+            | Error::Storage(_)
+            | Error::Internal(_) => Code::Internal,
+        };
+        let mut status = tonic::Status::new(code, self.to_string());
+        if let Error::NotLeader { leader_id, leader_addr } = &self {
+            if let Ok(v) = leader_id.to_string().parse() {
+                status.metadata_mut().insert("x-raftkv-leader-id", v);
+            }
+            if let Ok(v) = leader_addr.parse() {
+                status.metadata_mut().insert("x-raftkv-leader-addr", v);
+            }
+        }
+        status
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        e.into_status()
+    }
+}

@@ -1,0 +1,121 @@
+//! The node's HTTP port: `/metrics` (Prometheus), `/healthz`, `/readyz`, `/status` (JSON), and — only when fault
+//! injection is enabled — `/debug/partition` to cut this node off from chosen peers.
+//!
+//! `/healthz` is liveness (the process serves HTTP and Raft is running). `/readyz` is readiness: a leader is known
+//! and this node has applied everything up to the commit index it knows, so a serializable read here is fresh.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::ApiContext;
+
+pub fn router(ctx: Arc<ApiContext>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/debug/partition", get(get_partition).post(set_partition))
+        .with_state(ctx)
+}
+
+async fn metrics(State(ctx): State<Arc<ApiContext>>) -> Response {
+    let s = ctx.status().await;
+    let m = &ctx.metrics;
+    m.term.set(s.term as i64);
+    m.role.set(s.role as i64);
+    m.is_leader.set(i64::from(s.leader_id == ctx.id));
+    m.last_log_index.set(s.last_log_index as i64);
+    m.commit_index.set(s.commit_index as i64);
+    m.applied_index.set(s.applied_index as i64);
+    m.snapshot_index.set(s.snapshot_index as i64);
+    m.revision.set(s.header.as_ref().map_or(0, |h| h.revision));
+    m.keys.set(s.key_count as i64);
+    let wal = ctx.log_store.wal().stats();
+    m.wal_bytes.set(wal.bytes as i64);
+    m.wal_segments.set(wal.segments as i64);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()).into_response()
+}
+
+async fn healthz(State(ctx): State<Arc<ApiContext>>) -> Response {
+    match ctx.raft.metrics().borrow().running_state.clone() {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("raft stopped: {e}\n")).into_response(),
+    }
+}
+
+async fn readyz(State(ctx): State<Arc<ApiContext>>) -> Response {
+    let s = ctx.status().await;
+    if s.leader_id == 0 {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no leader\n").into_response();
+    }
+    if s.applied_index < s.commit_index {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("applying: applied {} < committed {}\n", s.applied_index, s.commit_index),
+        )
+            .into_response();
+    }
+    (StatusCode::OK, "ready\n").into_response()
+}
+
+async fn status(State(ctx): State<Arc<ApiContext>>) -> Json<serde_json::Value> {
+    let s = ctx.status().await;
+    let role_name = raftkv_proto::Role::try_from(s.role).unwrap_or(raftkv_proto::Role::Unknown).as_str_name();
+    Json(json!({
+        "id": s.id,
+        "endpoint": s.addr,
+        "role": role_name.to_ascii_lowercase(),
+        "term": s.term,
+        "leader": s.leader_id,
+        "leader_addr": s.leader_addr,
+        "voted_for": s.voted_for,
+        "last_log_index": s.last_log_index,
+        "last_log_term": s.last_log_term,
+        "commit_index": s.commit_index,
+        "applied_index": s.applied_index,
+        "snapshot_index": s.snapshot_index,
+        "purged_index": s.purged_index,
+        "revision": s.header.as_ref().map_or(0, |h| h.revision),
+        "cluster_id": format!("{:016x}", ctx.cluster_id()),
+        "keys": s.key_count,
+        "members": s.members.iter().map(|m| json!({"id": m.id, "addr": m.addr, "voter": m.voter})).collect::<Vec<_>>(),
+        "replication": s.replication.iter().map(|r| json!({"node_id": r.node_id, "matched_index": r.matched_index, "lag": r.lag})).collect::<Vec<_>>(),
+        "partitioned_from": ctx.network.faults.blocked(),
+        "version": s.version,
+    }))
+}
+
+#[derive(Deserialize)]
+struct PartitionQuery {
+    /// Comma-separated peer ids to cut off; empty heals.
+    #[serde(default)]
+    peers: String,
+}
+
+async fn get_partition(State(ctx): State<Arc<ApiContext>>) -> Response {
+    Json(json!({"enabled": ctx.network.faults.enabled(), "blocked": ctx.network.faults.blocked()})).into_response()
+}
+
+async fn set_partition(State(ctx): State<Arc<ApiContext>>, Query(q): Query<PartitionQuery>) -> Response {
+    let peers: Result<Vec<u64>, _> =
+        q.peers.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse()).collect();
+    let Ok(peers) = peers else {
+        return (StatusCode::BAD_REQUEST, "peers must be comma-separated node ids\n").into_response();
+    };
+    if !ctx.network.faults.set_blocked(peers) {
+        return (StatusCode::FORBIDDEN, "fault injection is disabled on this node (start it with --fault-injection)\n")
+            .into_response();
+    }
+    tracing::warn!(blocked = ?ctx.network.faults.blocked(), "fault injection: partition changed");
+    Json(json!({"blocked": ctx.network.faults.blocked()})).into_response()
+}

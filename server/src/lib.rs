@@ -1,0 +1,40 @@
+//! raftkv: a strongly consistent, replicated key-value store on openraft.
+//!
+//! # Architecture: the path of a write
+//!
+//! ```text
+//! client ─gRPC/gRPC-Web─▶ api::kv ─▶ openraft (client_write) ─▶ raft::log_store ─▶ wal (append, group fsync)
+//!                           │            │ replicate: raft::network ─gRPC─▶ peer api::peer ─▶ peer's log_store
+//!                           │            ▼ committed by a quorum
+//!                           │        raft::state_machine ─▶ keyspace (MVCC, revision) ─▶ watch hub ─▶ watchers
+//!                           ▼
+//!                reply with header {cluster, member, term, revision}
+//! ```
+//!
+//! - [`config`]: typed, validated node configuration.
+//! - [`data_dir`]: the data directory's lock and identity.
+//! - [`wal`]: the write-ahead log — segment files, CRC-framed records, group commit, torn-tail recovery.
+//! - [`raft`]: openraft glue — [`raft::log_store`], [`raft::state_machine`], [`raft::snapshot`],
+//!   [`raft::network`].
+//! - [`keyspace`]: the ordered MVCC key space the state machine applies commands to.
+//! - [`watch`]: the revision-ordered change feed behind `Watch`.
+//! - [`api`]: the gRPC services (KV, Cluster, peer-only Raft) and the one place errors become statuses.
+//! - [`http`]: metrics, health, readiness, status JSON, fault injection.
+//! - [`node`]: wiring it together; `run(config, listeners, shutdown)`.
+//! - [`client`]: the retrying client used by the CLI, bench and tests.
+//! - [`error`]: the crate's error type.
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod data_dir;
+pub mod error;
+pub mod http;
+pub mod keyspace;
+pub mod metrics;
+pub mod node;
+pub mod raft;
+pub mod wal;
+pub mod watch;
+
+pub use error::{Error, Result};

@@ -1,0 +1,201 @@
+//! openraft's `RaftLogStorage` over raftkv's write-ahead log.
+//!
+//! The WAL ([`crate::wal`]) stores opaque records; this adapter encodes openraft's types into them (postcard):
+//! log entries by index, the vote, the committed log id, and the last purged log id.
+//!
+//! Durability contract with openraft:
+//! - `append` returns once the entries are written (visible to readers); openraft is told they are durable
+//!   through `LogFlushed` only after the WAL's group-commit fdatasync covers them;
+//! - `save_vote`, `truncate` and `purge` return only once durable;
+//! - `save_committed` is written without waiting: after a crash openraft may re-learn a smaller committed index,
+//!   which is safe, and it lets a restarted node re-apply committed entries without waiting for the leader.
+
+// openraft's storage traits fix `StorageError` (large) as the error type of every storage call.
+#![allow(clippy::result_large_err)]
+
+use std::{
+    fmt::Debug,
+    ops::{Bound, RangeBounds},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use openraft::{
+    storage::{LogFlushed, RaftLogStorage},
+    LogState, RaftLogId, RaftLogReader,
+};
+
+use super::{decode, encode, Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::wal::{Wal, WalError};
+
+/// The Raft log on top of the WAL. Clones share the WAL.
+#[derive(Clone)]
+pub struct LogStore {
+    wal: Wal,
+    /// Highest committed index reported by openraft (for status and metrics).
+    committed_index: Arc<AtomicU64>,
+}
+
+fn read_err(e: impl std::fmt::Display) -> StorageError {
+    openraft::StorageIOError::read_logs(openraft::AnyError::error(e.to_string())).into()
+}
+
+fn write_err(e: impl std::fmt::Display) -> StorageError {
+    openraft::StorageIOError::write_logs(openraft::AnyError::error(e.to_string())).into()
+}
+
+fn vote_err(e: impl std::fmt::Display) -> StorageError {
+    openraft::StorageIOError::write_vote(openraft::AnyError::error(e.to_string())).into()
+}
+
+impl LogStore {
+    pub fn new(wal: Wal) -> Self {
+        let committed = wal.committed().and_then(|b| decode::<Option<LogId>>(&b).ok().flatten()).map_or(0, |l| l.index);
+        Self { wal, committed_index: Arc::new(AtomicU64::new(committed)) }
+    }
+
+    pub fn wal(&self) -> &Wal {
+        &self.wal
+    }
+
+    /// The highest committed log index this node knows of.
+    pub fn committed_index(&self) -> u64 {
+        self.committed_index.load(Ordering::Relaxed)
+    }
+
+    fn purged_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        match self.wal.purged() {
+            Some((_, bytes)) => decode(&bytes).map(Some).map_err(read_err),
+            None => Ok(None),
+        }
+    }
+
+    fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        let Some(last) = self.wal.last_index() else { return Ok(None) };
+        let entries = self.wal.read(last, last + 1).map_err(read_err)?;
+        match entries.first() {
+            Some((_, bytes)) => Ok(Some(*decode::<Entry>(bytes).map_err(read_err)?.get_log_id())),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs a blocking WAL call off the async executor.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Wal) -> Result<T, WalError> + Send + 'static,
+    ) -> Result<T, WalError> {
+        let wal = self.wal.clone();
+        tokio::task::spawn_blocking(move || f(&wal)).await.unwrap_or(Err(WalError::Closed))
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + openraft::OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s + 1,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&e) => e + 1,
+            Bound::Excluded(&e) => e,
+            Bound::Unbounded => u64::MAX,
+        };
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        self.wal
+            .read(start, end)
+            .map_err(read_err)?
+            .iter()
+            .map(|(_, bytes)| decode::<Entry>(bytes).map_err(read_err))
+            .collect()
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id = self.purged_log_id()?;
+        let last_log_id = self.last_log_id()?.or(last_purged_log_id);
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let bytes = encode(vote);
+        self.blocking(move |wal| wal.save_vote(&bytes)).await.map_err(vote_err)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        match self.wal.vote() {
+            Some(bytes) => decode(&bytes)
+                .map(Some)
+                .map_err(|e| openraft::StorageIOError::read_vote(openraft::AnyError::error(e.to_string())).into()),
+            None => Ok(None),
+        }
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        if let Some(c) = committed {
+            self.committed_index.fetch_max(c.index, Ordering::Relaxed);
+        }
+        self.wal.save_committed(&encode(&committed)).map_err(write_err)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        match self.wal.committed() {
+            Some(bytes) => decode(&bytes).map_err(read_err),
+            None => Ok(None),
+        }
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + openraft::OptionalSend,
+        I::IntoIter: openraft::OptionalSend,
+    {
+        // Entries at or below the purge point are already covered by the snapshot: nothing to store.
+        let purged = self.wal.purged().map(|(i, _)| i);
+        let records: Vec<(u64, Vec<u8>)> = entries
+            .into_iter()
+            .filter(|e| purged.is_none_or(|p| e.log_id.index > p))
+            .map(|e| (e.log_id.index, encode(&e)))
+            .collect();
+        if records.is_empty() {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        }
+        // Appending at or below the last index replaces the entries from there on (openraft itself truncates
+        // conflicting entries first; this keeps "append" meaning "the log now ends with these").
+        let first = records[0].0;
+        if self.wal.last_index().is_some_and(|last| first <= last) {
+            let wal = self.wal.clone();
+            tokio::task::spawn_blocking(move || wal.truncate(first))
+                .await
+                .unwrap_or(Err(WalError::Closed))
+                .map_err(write_err)?;
+        }
+        self.wal.append(records, Box::new(move |res| callback.log_io_completed(res))).map_err(write_err)
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        tracing::info!(since = %log_id, "truncating conflicting log entries");
+        self.blocking(move |wal| wal.truncate(log_id.index)).await.map_err(write_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        tracing::debug!(upto = %log_id, "purging log");
+        let bytes = encode(&log_id);
+        self.blocking(move |wal| wal.purge(log_id.index, &bytes)).await.map_err(write_err)
+    }
+}

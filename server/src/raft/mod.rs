@@ -1,0 +1,125 @@
+//! The Raft glue: openraft's type configuration and the adapters that plug raftkv's storage and transport into it.
+//!
+//! - [`log_store`]: openraft's `RaftLogStorage` over our write-ahead log ([`crate::wal`]).
+//! - [`state_machine`]: openraft's `RaftStateMachine` over the MVCC key space ([`crate::keyspace`]), with
+//!   snapshots ([`snapshot`]) and the watch hub ([`crate::watch`]).
+//! - [`network`]: openraft's `RaftNetwork` over the peer-only gRPC service (`raftkv.v1.Raft`).
+//!
+//! Every log entry's application payload is a [`Command`]; applying it yields a [`CommandResponse`].
+
+pub mod log_store;
+pub mod network;
+pub mod snapshot;
+pub mod state_machine;
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+use crate::keyspace::{KeyValue, TxnCompare, TxnOp, TxnOpResponse};
+
+/// Node ids are small positive integers chosen by the operator (`--id`); 0 means "none" on the wire.
+pub type NodeId = u64;
+
+/// What openraft stores about each member: where to reach it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// The member's advertised gRPC address (`host:port`), used by peers and for forwarding.
+    pub addr: String,
+}
+
+impl std::fmt::Display for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.addr)
+    }
+}
+
+openraft::declare_raft_types!(
+    /// raftkv's openraft type configuration.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResponse,
+        NodeId = NodeId,
+        Node = Node,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
+pub type Snapshot = openraft::Snapshot<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+
+/// A mutation of the key space, replicated through the Raft log. Reads never go through the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        prev_kv: bool,
+    },
+    /// Deletes `key`, or every key in `[key, range_end)` when `range_end` is set.
+    Delete {
+        key: Vec<u8>,
+        range_end: Option<Vec<u8>>,
+        prev_kv: bool,
+    },
+    Txn {
+        compare: Vec<TxnCompare>,
+        success: Vec<TxnOp>,
+        failure: Vec<TxnOp>,
+    },
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Put { key, value, .. } => {
+                write!(f, "put {} ({} bytes)", String::from_utf8_lossy(key), value.len())
+            }
+            Command::Delete { key, range_end: None, .. } => write!(f, "delete {}", String::from_utf8_lossy(key)),
+            Command::Delete { key, range_end: Some(end), .. } => {
+                write!(f, "delete [{}, {})", String::from_utf8_lossy(key), String::from_utf8_lossy(end))
+            }
+            Command::Txn { compare, success, failure } => {
+                write!(f, "txn ({} compares, {} then, {} else)", compare.len(), success.len(), failure.len())
+            }
+        }
+    }
+}
+
+/// The result of applying one log entry. Blank and membership entries yield `Empty`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResponse {
+    Empty { revision: i64 },
+    Put { revision: i64, prev_kv: Option<KeyValue> },
+    Delete { revision: i64, deleted: i64, prev_kvs: Vec<KeyValue> },
+    Txn { revision: i64, succeeded: bool, responses: Vec<TxnOpResponse> },
+}
+
+impl CommandResponse {
+    /// The key space revision after this entry was applied.
+    pub fn revision(&self) -> i64 {
+        match self {
+            CommandResponse::Empty { revision }
+            | CommandResponse::Put { revision, .. }
+            | CommandResponse::Delete { revision, .. }
+            | CommandResponse::Txn { revision, .. } => *revision,
+        }
+    }
+}
+
+/// Encodes a value for the WAL, snapshots or the peer wire (postcard: compact, serde-driven).
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("encoding to a Vec cannot fail for raftkv's own types")
+}
+
+/// Decodes what [`encode`] produced.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes(bytes)
+}

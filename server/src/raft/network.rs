@@ -1,0 +1,217 @@
+//! openraft's `RaftNetwork` over the peer-only gRPC service `raftkv.v1.Raft`.
+//!
+//! Each Raft RPC is one unary gRPC call whose body is openraft's request, postcard-encoded; the reply carries
+//! openraft's `Result` the same way, so a remote Raft error (a higher vote, say) arrives as the same typed error
+//! openraft would have produced locally. Connection failures map to `Unreachable` (openraft backs off) and other
+//! transport failures to `Network`.
+//!
+//! Channels are cached per address and shared with request forwarding ([`PeerChannels`]).
+//!
+//! The [`FaultInjector`] is the hook the local cluster controller and the chaos suite use to partition a node:
+//! while a peer is blocked, every message to or from it is dropped as if the network had failed. It is inert
+//! unless the node was started with fault injection enabled.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use openraft::{
+    error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable},
+    network::{RPCOption, RaftNetwork, RaftNetworkFactory},
+    raft::{
+        AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+        VoteResponse,
+    },
+};
+use parking_lot::{Mutex, RwLock};
+use raftkv_proto::{raft_client::RaftClient, PeerMessage};
+use serde::{de::DeserializeOwned, Serialize};
+use tonic::transport::{Channel, Endpoint};
+
+use super::{decode, encode, Node, NodeId, TypeConfig};
+
+/// Wire version of the peer protocol (bumped on incompatible changes to openraft's message shapes).
+pub const PEER_PROTOCOL_VERSION: u32 = 1;
+
+/// Partitions a node from chosen peers, for failure testing. Disabled = never blocks anything.
+#[derive(Default)]
+pub struct FaultInjector {
+    enabled: bool,
+    blocked: RwLock<HashSet<NodeId>>,
+}
+
+impl FaultInjector {
+    pub fn new(enabled: bool) -> Self {
+        Self { enabled, blocked: RwLock::default() }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Is traffic to/from `peer` currently dropped?
+    pub fn is_blocked(&self, peer: NodeId) -> bool {
+        self.enabled && self.blocked.read().contains(&peer)
+    }
+
+    /// Replaces the set of blocked peers. Returns false (and does nothing) when fault injection is disabled.
+    pub fn set_blocked(&self, peers: impl IntoIterator<Item = NodeId>) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        *self.blocked.write() = peers.into_iter().collect();
+        true
+    }
+
+    pub fn blocked(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self.blocked.read().iter().copied().collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// A cache of lazily connected gRPC channels, by address.
+#[derive(Default)]
+pub struct PeerChannels {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl PeerChannels {
+    pub fn get(&self, addr: &str) -> Result<Channel, String> {
+        let mut map = self.channels.lock();
+        if let Some(ch) = map.get(addr) {
+            return Ok(ch.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let ch = endpoint.connect_lazy();
+        map.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+}
+
+/// Shared state of the peer network of one node.
+pub struct NetworkShared {
+    pub id: NodeId,
+    /// 0 until known (a node that joins an existing cluster learns it from its first peer message).
+    pub cluster_id: AtomicU64,
+    pub channels: PeerChannels,
+    pub faults: FaultInjector,
+}
+
+/// openraft's network factory: one [`PeerClient`] per target.
+#[derive(Clone)]
+pub struct Network {
+    pub shared: Arc<NetworkShared>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> Self::Network {
+        PeerClient { target, addr: node.addr.clone(), shared: self.shared.clone() }
+    }
+}
+
+/// Sends Raft RPCs to one peer.
+pub struct PeerClient {
+    target: NodeId,
+    addr: String,
+    shared: Arc<NetworkShared>,
+}
+
+type RpcResult<T, E> = Result<T, RPCError<NodeId, Node, RaftError<NodeId, E>>>;
+
+#[derive(Clone, Copy)]
+enum Rpc {
+    Vote,
+    AppendEntries,
+    InstallSnapshot,
+}
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(&self, rpc: Rpc, req: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let unreachable = |msg: String| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(msg)));
+        if self.shared.faults.is_blocked(self.target) {
+            return Err(unreachable(format!("fault injection: node {} is partitioned", self.target)));
+        }
+        let channel = self.shared.channels.get(&self.addr).map_err(unreachable)?;
+        let mut client =
+            RaftClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
+        let msg = PeerMessage {
+            from: self.shared.id,
+            to: self.target,
+            cluster_id: self.shared.cluster_id.load(Ordering::Relaxed),
+            version: PEER_PROTOCOL_VERSION,
+            body: encode(req),
+        };
+        let mut request = tonic::Request::new(msg);
+        request.set_timeout(option.hard_ttl());
+        let reply = match rpc {
+            Rpc::Vote => client.vote(request).await,
+            Rpc::AppendEntries => client.append_entries(request).await,
+            Rpc::InstallSnapshot => client.install_snapshot(request).await,
+        };
+        let reply = match reply {
+            Ok(r) => r.into_inner(),
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                return Err(unreachable(format!("node {} at {}: {}", self.target, self.addr, status.message())));
+            }
+            Err(status) => {
+                return Err(RPCError::Network(NetworkError::new(&std::io::Error::other(format!(
+                    "node {} at {}: {:?}: {}",
+                    self.target,
+                    self.addr,
+                    status.code(),
+                    status.message()
+                )))));
+            }
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> = decode(&reply.body).map_err(|e| {
+            RPCError::Network(NetworkError::new(&std::io::Error::other(format!("undecodable reply: {e}"))))
+        })?;
+        result.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(self.target, Node { addr: self.addr.clone() }, e))
+        })
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        self.call(Rpc::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        self.call(Rpc::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
+        self.call(Rpc::Vote, &rpc, &option).await
+    }
+}

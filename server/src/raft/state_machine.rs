@@ -1,0 +1,282 @@
+//! openraft's `RaftStateMachine` over the in-memory MVCC key space, checkpointed by snapshots.
+//!
+//! Durability comes from the WAL: the state machine itself lives in memory and is rebuilt on start from the last
+//! snapshot file plus the committed log entries after it (openraft re-applies them). Restart time is therefore
+//! bounded by the snapshot interval, not by the length of the history.
+//!
+//! Invariants:
+//! - `last_applied` only moves forward: entries are applied in increasing log order;
+//! - the key space, `last_applied` and the membership change together under one write lock, and are snapshotted
+//!   together, so a snapshot is always a consistent cut at `last_applied`;
+//! - building a snapshot clones the persistent map under the lock (O(1)) and serializes it outside the lock, so
+//!   applies are never blocked by a snapshot in progress.
+
+// openraft's storage traits fix `StorageError` (large) as the error type of every storage call.
+#![allow(clippy::result_large_err)]
+
+use std::{
+    io::Cursor,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
+
+use openraft::{storage::RaftStateMachine, EntryPayload, RaftSnapshotBuilder};
+use parking_lot::{Mutex, RwLock};
+
+use super::{
+    decode, encode,
+    snapshot::{SnapshotDir, SnapshotImage},
+    Command, CommandResponse, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+use crate::{
+    error::Result,
+    keyspace::{KeyRange, KeySpace},
+    metrics::Metrics,
+    watch::WatchHub,
+};
+
+/// Everything the state machine holds; replaced wholesale when a snapshot is installed.
+#[derive(Clone, Default)]
+pub struct StateMachineData {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub keyspace: KeySpace,
+}
+
+struct Shared {
+    data: RwLock<StateMachineData>,
+    snapshots: SnapshotDir,
+    /// The latest snapshot: its metadata and the exact bytes sent to followers.
+    current: Mutex<Option<(SnapshotMeta, Arc<Vec<u8>>)>>,
+    hub: WatchHub,
+    seq: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+/// Cheap to clone; every clone is the same state machine.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
+}
+
+fn io_err(e: impl std::fmt::Display) -> StorageError {
+    openraft::StorageIOError::read_state_machine(openraft::AnyError::error(e.to_string())).into()
+}
+
+impl StateMachineStore {
+    /// Opens the state machine from the snapshot in `snapshots` (if any).
+    pub fn open(snapshots: SnapshotDir, watch_history: usize, metrics: Arc<Metrics>) -> Result<Self> {
+        let (data, current) = match snapshots.load()? {
+            Some((meta, bytes)) => {
+                let image: SnapshotImage = decode(&bytes).map_err(|e| crate::error::Error::CorruptSnapshot {
+                    path: snapshots.dir().join("current.snap"),
+                    reason: e.to_string(),
+                })?;
+                let data = from_image(image);
+                assert_eq!(
+                    data.last_applied, meta.last_log_id,
+                    "snapshot metadata and content disagree on the last applied log id"
+                );
+                (data, Some((meta, Arc::new(bytes))))
+            }
+            None => (StateMachineData::default(), None),
+        };
+        let hub = WatchHub::new(data.keyspace.revision(), watch_history);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                data: RwLock::new(data),
+                snapshots,
+                current: Mutex::new(current),
+                hub,
+                seq: AtomicU64::new(0),
+                metrics,
+            }),
+        })
+    }
+
+    /// Runs `f` against the current key space (a serializable, local read).
+    pub fn read<T>(&self, f: impl FnOnce(&KeySpace) -> T) -> T {
+        f(&self.shared.data.read().keyspace)
+    }
+
+    /// The last applied log id and the key space revision and size, read together.
+    pub fn applied(&self) -> (Option<LogId>, i64, usize) {
+        let d = self.shared.data.read();
+        (d.last_applied, d.keyspace.revision(), d.keyspace.len())
+    }
+
+    pub fn membership(&self) -> StoredMembership {
+        self.shared.data.read().membership.clone()
+    }
+
+    pub fn watch_hub(&self) -> &WatchHub {
+        &self.shared.hub
+    }
+
+    /// Metadata of the current snapshot, if any.
+    pub fn snapshot_meta(&self) -> Option<SnapshotMeta> {
+        self.shared.current.lock().as_ref().map(|(m, _)| m.clone())
+    }
+
+    fn apply_command(ks: &mut KeySpace, hub: &WatchHub, cmd: Command) -> CommandResponse {
+        match cmd {
+            Command::Put { key, value, prev_kv } => {
+                let ev = ks.put(key, value);
+                let prev = if prev_kv { ev.prev_kv.clone() } else { None };
+                hub.publish(ks.revision(), vec![ev]);
+                CommandResponse::Put { revision: ks.revision(), prev_kv: prev }
+            }
+            Command::Delete { key, range_end, prev_kv } => {
+                let evs = ks.delete(&KeyRange { start: key, end: range_end });
+                let deleted = evs.len() as i64;
+                let prev_kvs = if prev_kv { evs.iter().filter_map(|e| e.prev_kv.clone()).collect() } else { vec![] };
+                hub.publish(ks.revision(), evs);
+                CommandResponse::Delete { revision: ks.revision(), deleted, prev_kvs }
+            }
+            Command::Txn { compare, success, failure } => {
+                let (succeeded, responses, evs) = ks.txn(&compare, success, failure);
+                hub.publish(ks.revision(), evs);
+                CommandResponse::Txn { revision: ks.revision(), succeeded, responses }
+            }
+        }
+    }
+}
+
+fn from_image(image: SnapshotImage) -> StateMachineData {
+    StateMachineData {
+        last_applied: image.last_applied,
+        membership: image.membership,
+        keyspace: KeySpace::from_image(image.keyspace),
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        // O(1): the key space is a persistent map.
+        let data = self.shared.data.read().clone();
+        let last_applied = data.last_applied;
+        let membership = data.membership.clone();
+        let seq = self.shared.seq.fetch_add(1, Ordering::Relaxed);
+        let snapshot_id = match last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, seq),
+            None => format!("0-0-{seq}"),
+        };
+        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership.clone(), snapshot_id };
+        let shared = self.shared.clone();
+        let meta2 = meta.clone();
+        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, StorageError> {
+            let image = SnapshotImage { last_applied, membership, keyspace: data.keyspace.to_image() };
+            let bytes = encode(&image);
+            shared.snapshots.save(&meta2, &bytes).map_err(|e| {
+                openraft::StorageIOError::write_snapshot(
+                    Some(meta2.signature()),
+                    openraft::AnyError::error(e.to_string()),
+                )
+            })?;
+            Ok(bytes)
+        })
+        .await
+        .map_err(io_err)??;
+        let bytes = Arc::new(bytes);
+        *self.shared.current.lock() = Some((meta.clone(), bytes.clone()));
+        self.shared.metrics.snapshot_index.set(meta.last_log_id.map_or(0, |l| l.index) as i64);
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = bytes.len(), "built snapshot");
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes.as_ref().clone())) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let d = self.shared.data.read();
+        Ok((d.last_applied, d.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + openraft::OptionalSend,
+        I::IntoIter: openraft::OptionalSend,
+    {
+        let start = Instant::now();
+        let mut out = Vec::new();
+        let mut d = self.shared.data.write();
+        let hub = &self.shared.hub;
+        for entry in entries {
+            if let Some(prev) = d.last_applied {
+                assert!(
+                    entry.log_id.index > prev.index,
+                    "state machine must apply entries in log order: got {} after {}",
+                    entry.log_id,
+                    prev
+                );
+            }
+            d.last_applied = Some(entry.log_id);
+            let resp = match entry.payload {
+                EntryPayload::Blank => CommandResponse::Empty { revision: d.keyspace.revision() },
+                EntryPayload::Normal(cmd) => Self::apply_command(&mut d.keyspace, hub, cmd),
+                EntryPayload::Membership(m) => {
+                    d.membership = StoredMembership::new(Some(entry.log_id), m);
+                    CommandResponse::Empty { revision: d.keyspace.revision() }
+                }
+            };
+            out.push(resp);
+        }
+        drop(d);
+        self.shared.metrics.apply_seconds.observe(start.elapsed().as_secs_f64());
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let image: SnapshotImage = decode(&bytes).map_err(|e| {
+            openraft::StorageIOError::read_snapshot(Some(meta.signature()), openraft::AnyError::error(e.to_string()))
+        })?;
+        let data = from_image(image);
+        assert_eq!(
+            data.last_applied, meta.last_log_id,
+            "received snapshot's content and metadata disagree on the last applied log id"
+        );
+        let shared = self.shared.clone();
+        let meta2 = meta.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            shared.snapshots.save(&meta2, &bytes).map(|_| bytes).map_err(|e| {
+                openraft::StorageIOError::write_snapshot(
+                    Some(meta2.signature()),
+                    openraft::AnyError::error(e.to_string()),
+                )
+            })
+        })
+        .await
+        .map_err(io_err)??;
+        let revision = data.keyspace.revision();
+        *self.shared.data.write() = data;
+        self.shared.hub.reset(revision);
+        *self.shared.current.lock() = Some((meta.clone(), Arc::new(bytes)));
+        self.shared.metrics.snapshot_index.set(meta.last_log_id.map_or(0, |l| l.index) as i64);
+        tracing::info!(snapshot = %meta.snapshot_id, revision, "installed snapshot from leader");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        Ok(self.shared.current.lock().as_ref().map(|(meta, bytes)| Snapshot {
+            meta: meta.clone(),
+            snapshot: Box::new(Cursor::new(bytes.as_ref().clone())),
+        }))
+    }
+}

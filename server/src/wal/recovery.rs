@@ -1,0 +1,253 @@
+//! Recovery: rebuilding the in-memory state from the segment files at open.
+//!
+//! Segments are read in sequence order and their records applied in file order,
+//! through the same `LogState` operations the live WAL uses. The first surviving
+//! segment's checkpoint is the starting state (older segments may have been
+//! deleted after a purge); the checkpoint of every later segment must equal the
+//! state replayed so far, which catches lost or reordered segments.
+//!
+//! # What is repaired, and what is refused
+//!
+//! A crash can interrupt the last append, leaving the end of the LAST segment
+//! torn. These tails are cut off (ftruncate to the end of the last good record,
+//! then fsync) and reported in [`RecoveryReport::torn_tail`] plus a warning:
+//!
+//! * a header, or a payload, that runs past end of file (this includes a
+//!   garbage length over the size limit that runs past end of file);
+//! * a zero-filled tail (the filesystem extended the file but the data never
+//!   arrived);
+//! * a record with a bad CRC that ends exactly at end of file, or is followed
+//!   only by zeros.
+//!
+//! Anything else is corruption and `open` fails with [`WalError::Corrupt`]
+//! naming the file and offset, touching nothing on disk: any defect in a
+//! non-last segment (those were fsynced before the next segment was created, so
+//! a crash cannot have damaged them), a bad CRC followed by more data, a
+//! well-formed record that makes no sense (unknown type, non-contiguous entry,
+//! checkpoint disagreeing with replay), or a missing segment. Dropping such
+//! data could silently lose entries the cluster believes are durable.
+//!
+//! After recovery the last segment is fsynced (what we read may have been only
+//! in the page cache of a crashed process) and, if it is empty, given its
+//! checkpoint, so the state `open` returns is durable before anyone acts on it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::error::WalError;
+use super::record::{self, Checkpoint, Record, Scanned, Scanner, HEADER_LEN};
+use super::segment::{self, SegmentFile};
+use super::state::{Loc, LogState};
+
+/// What `Wal::open` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segment files in use after recovery.
+    pub segments: usize,
+    /// Entries present after recovery.
+    pub entries: usize,
+    /// The torn tail cut from the last segment, if there was one.
+    pub torn_tail: Option<TornTail>,
+}
+
+/// A torn tail removed from the last segment at recovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// The segment that was cut.
+    pub path: PathBuf,
+    /// Its new length: the end of the last good record.
+    pub offset: u64,
+    /// How many bytes were removed.
+    pub bytes_dropped: u64,
+}
+
+/// A segment in use, with what the WAL needs to know about its contents.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub file: Arc<SegmentFile>,
+    /// Bytes written (the offset of the next record).
+    pub len: u64,
+    /// Records written, including the leading checkpoint.
+    pub records: u64,
+    /// Highest entry index ever written here, truncated or not. The segment may
+    /// be deleted once this is purged.
+    pub max_index: Option<u64>,
+}
+
+pub(crate) struct Recovered {
+    pub state: LogState,
+    /// All segments in sequence order; the last one is active.
+    pub segments: Vec<Segment>,
+    pub report: RecoveryReport,
+}
+
+const REFUSE: &str = "refusing to start";
+
+/// Replays `dir` (which must exist and be locked by the caller).
+pub(crate) fn recover(dir: &Path) -> Result<Recovered, WalError> {
+    let listed = segment::list(dir)?;
+    for pair in listed.windows(2) {
+        let (a, b) = (pair[0].0, pair[1].0);
+        if b != a + 1 {
+            return Err(WalError::corrupt(
+                dir.join(segment::file_name(a + 1)),
+                0,
+                format!("segment file is missing (the directory jumps from segment {a} to {b}); {REFUSE}"),
+            ));
+        }
+    }
+
+    let mut state: Option<LogState> = None;
+    let mut segments = Vec::with_capacity(listed.len().max(1));
+    let mut torn_tail = None;
+    for (i, (seq, path)) in listed.iter().enumerate() {
+        let is_last = i + 1 == listed.len();
+        let file = SegmentFile::open(*seq, path.clone())?;
+        // Whole-file reads are fine: a segment is bounded by segment_bytes plus
+        // one record, and only one is held at a time.
+        let buf = file.read_all()?;
+        let mut seg = Segment { file: Arc::new(file), len: 0, records: 0, max_index: None };
+        let mut scanner = Scanner::new(&buf);
+        loop {
+            match scanner.next() {
+                Scanned::End => break,
+                Scanned::Record { offset, len, record } => {
+                    replay(&mut state, &mut seg, offset, len, record)
+                        .map_err(|reason| WalError::corrupt(path, offset, format!("{reason}; {REFUSE}")))?;
+                    seg.len = offset + (HEADER_LEN as u64) + u64::from(len);
+                    seg.records += 1;
+                }
+                Scanned::Defect { offset, defect } if is_last && defect.is_torn_write() => {
+                    let bytes_dropped = buf.len() as u64 - offset;
+                    tracing::warn!(
+                        file = %path.display(), offset, bytes_dropped, %defect,
+                        "WAL: cutting torn tail off the last segment (an append was interrupted by a crash)"
+                    );
+                    torn_tail = Some(TornTail { path: path.clone(), offset, bytes_dropped });
+                    break;
+                }
+                Scanned::Defect { offset, defect } => {
+                    let where_ = if is_last { "" } else { " in a non-last segment" };
+                    return Err(WalError::corrupt(path, offset, format!("{defect}{where_}; {REFUSE}")));
+                }
+            }
+        }
+        debug_assert!(torn_tail.is_none() || is_last);
+        segments.push(seg);
+    }
+    let state = state.unwrap_or_default();
+
+    if let Some((from, to)) = state.hole() {
+        return Err(WalError::corrupt(
+            &listed[0].1,
+            0,
+            format!(
+                "entries {from}..{to} are live according to this segment's checkpoint, but the segments \
+                 that held them are gone; {REFUSE}"
+            ),
+        ));
+    }
+
+    // Only now, with everything validated, change the disk.
+    if let Some(torn) = &torn_tail {
+        let last = segments.last().expect("a torn tail implies a segment");
+        last.file.truncate_to(torn.offset)?;
+    }
+    if segments.is_empty() {
+        let file = SegmentFile::create(dir, 1)?;
+        segments.push(Segment { file: Arc::new(file), len: 0, records: 0, max_index: None });
+    }
+    let active = segments.last_mut().expect("at least one segment");
+    if active.records == 0 {
+        // New, or its checkpoint was torn: every segment must start with one.
+        write_checkpoint(active, &state.checkpoint())?;
+    } else {
+        active.file.sync_data()?;
+    }
+    segment::sync_dir(dir)?;
+
+    assert!(state.hole().is_none(), "WAL bug: recovered state still has missing entries");
+    let report = RecoveryReport { segments: segments.len(), entries: state.entry_count(), torn_tail };
+    tracing::info!(
+        dir = %dir.display(),
+        segments = report.segments,
+        entries = report.entries,
+        first_index = ?state.first_index(),
+        last_index = ?state.last_index(),
+        torn_tail = report.torn_tail.is_some(),
+        "WAL recovered"
+    );
+    Ok(Recovered { state, segments, report })
+}
+
+/// Writes `cp` as the first record of an empty segment and fdatasyncs it.
+pub(crate) fn write_checkpoint(seg: &mut Segment, cp: &Checkpoint) -> Result<(), WalError> {
+    assert_eq!(seg.records, 0, "checkpoint must be the first record of segment {}", seg.file.seq);
+    let mut buf = Vec::new();
+    record::encode(&Record::Checkpoint(cp.clone()), &mut buf);
+    seg.file.write_all_at(&buf, 0)?;
+    seg.file.sync_data()?;
+    seg.len = buf.len() as u64;
+    seg.records = 1;
+    Ok(())
+}
+
+/// Applies one record read from `seg` at `offset`. Errors are corruption reasons.
+fn replay(
+    state: &mut Option<LogState>,
+    seg: &mut Segment,
+    offset: u64,
+    len: u32,
+    record: Record<'_>,
+) -> Result<(), String> {
+    if seg.records == 0 {
+        let Record::Checkpoint(cp) = record else {
+            return Err("segment does not begin with a checkpoint record".into());
+        };
+        match state {
+            // The first surviving segment: its checkpoint is where replay starts.
+            None => *state = Some(LogState::from_checkpoint(cp)),
+            Some(s) => {
+                let replayed = s.checkpoint();
+                if replayed != cp {
+                    return Err(checkpoint_mismatch(&replayed, &cp));
+                }
+            }
+        }
+        return Ok(());
+    }
+    let s = state.as_mut().expect("a segment's first record set the state");
+    if let Record::Checkpoint(_) = record {
+        return Err("checkpoint record in the middle of a segment".into());
+    }
+    s.check(&record).map_err(|c| c.to_string())?;
+    let loc = Loc { seg: seg.file.seq, offset, len };
+    s.apply(&record, loc);
+    if let Record::Entry { index, .. } = record {
+        seg.max_index = Some(seg.max_index.map_or(index, |m| m.max(index)));
+    }
+    Ok(())
+}
+
+fn checkpoint_mismatch(replayed: &Checkpoint, found: &Checkpoint) -> String {
+    let mut diffs = Vec::new();
+    if replayed.vote != found.vote {
+        diffs.push("vote".to_string());
+    }
+    if replayed.committed != found.committed {
+        diffs.push("committed".to_string());
+    }
+    if replayed.purged.as_ref().map(|p| p.0) != found.purged.as_ref().map(|p| p.0) {
+        diffs.push(format!(
+            "purge index (replayed {:?}, checkpoint {:?})",
+            replayed.purged.as_ref().map(|p| p.0),
+            found.purged.as_ref().map(|p| p.0)
+        ));
+    } else if replayed.purged != found.purged {
+        diffs.push("purge payload".to_string());
+    }
+    if replayed.range != found.range {
+        diffs.push(format!("log range (replayed {:?}, checkpoint {:?})", replayed.range, found.range));
+    }
+    format!("checkpoint disagrees with the state replayed from earlier segments: {}", diffs.join(", "))
+}

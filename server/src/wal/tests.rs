@@ -1,0 +1,832 @@
+//! Tests of the WAL through its public API, plus direct manipulation of the
+//! segment files to simulate crashes and corruption.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::record::{self, Checkpoint, Record, Scanned, Scanner};
+use super::*;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn open_opts(opts: WalOptions) -> (Wal, RecoveryReport) {
+    Wal::open(opts).expect("open WAL")
+}
+
+fn open(dir: &Path) -> (Wal, RecoveryReport) {
+    open_opts(WalOptions::new(dir))
+}
+
+fn open_small(dir: &Path, segment_bytes: u64) -> (Wal, RecoveryReport) {
+    open_opts(WalOptions { segment_bytes, ..WalOptions::new(dir) })
+}
+
+fn payload(i: u64) -> Vec<u8> {
+    // Varying lengths, so offsets differ from record to record.
+    format!("entry-{i}-{}", "x".repeat((i % 7) as usize)).into_bytes()
+}
+
+fn entries(range: std::ops::RangeInclusive<u64>) -> Vec<(u64, Vec<u8>)> {
+    range.map(|i| (i, payload(i))).collect()
+}
+
+/// Appends and waits for the durability callback.
+fn append_durable(wal: &Wal, batch: Vec<(u64, Vec<u8>)>) {
+    let (tx, rx) = mpsc::channel();
+    wal.append(batch, Box::new(move |r| tx.send(r.map_err(|e| e.to_string())).unwrap())).expect("append");
+    rx.recv_timeout(TIMEOUT).expect("durable callback never fired").expect("append became durable");
+}
+
+fn read_all(wal: &Wal) -> Vec<(u64, Vec<u8>)> {
+    wal.read(0, u64::MAX).expect("read")
+}
+
+fn segment_paths(dir: &Path) -> Vec<PathBuf> {
+    segment::list(dir).unwrap().into_iter().map(|(_, p)| p).collect()
+}
+
+/// (offset, frame length, record kind, entry index) of each record in a file.
+fn records_in(path: &Path) -> Vec<(u64, usize, &'static str, Option<u64>)> {
+    let buf = fs::read(path).unwrap();
+    let mut scanner = Scanner::new(&buf);
+    let mut out = Vec::new();
+    loop {
+        match scanner.next() {
+            Scanned::Record { offset, len, record } => {
+                let index = match record {
+                    Record::Entry { index, .. } => Some(index),
+                    _ => None,
+                };
+                out.push((offset, record::HEADER_LEN + len as usize, record.kind(), index));
+            }
+            Scanned::End => return out,
+            Scanned::Defect { offset, defect } => {
+                panic!("{}: defect at {offset}: {defect}", path.display())
+            }
+        }
+    }
+}
+
+fn flip_byte(path: &Path, offset: u64) {
+    let mut buf = fs::read(path).unwrap();
+    buf[offset as usize] ^= 0x5a;
+    fs::write(path, buf).unwrap();
+}
+
+fn expect_corrupt(dir: &Path) -> (PathBuf, u64, String) {
+    match Wal::open(WalOptions::new(dir)) {
+        Err(err @ WalError::Corrupt { .. }) => {
+            let msg = err.to_string();
+            let WalError::Corrupt { path, offset, .. } = err else { unreachable!() };
+            assert!(msg.contains(&path.display().to_string()), "message names the file: {msg}");
+            assert!(msg.contains(&format!("at offset {offset}")), "message names the offset: {msg}");
+            assert!(msg.contains("refusing to start"), "message says what happens: {msg}");
+            (path, offset, msg)
+        }
+        Err(other) => panic!("expected Corrupt, got {other}"),
+        Ok(_) => panic!("expected Corrupt, but the WAL opened"),
+    }
+}
+
+#[test]
+fn empty_directory_opens_empty() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("nested/wal");
+    let (wal, report) = open(&dir);
+    assert_eq!(report, RecoveryReport { segments: 1, entries: 0, torn_tail: None });
+    assert_eq!((wal.first_index(), wal.last_index()), (None, None));
+    assert_eq!((wal.vote(), wal.committed(), wal.purged()), (None, None, None));
+    assert_eq!(read_all(&wal), vec![]);
+    assert_eq!(wal.dir(), dir);
+    drop(wal);
+
+    let (wal, report) = open(&dir);
+    assert_eq!(report.entries, 0);
+    assert_eq!(report.segments, 1, "reopening must not add segments");
+    assert_eq!(wal.last_index(), None);
+}
+
+#[test]
+fn append_read_reopen_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wal, _) = open(tmp.path());
+    append_durable(&wal, entries(1..=1));
+    append_durable(&wal, entries(2..=10));
+    append_durable(&wal, vec![(11, vec![])]); // empty payloads are fine
+    append_durable(&wal, entries(12..=20));
+    let mut want = entries(1..=20);
+    want[10].1 = vec![];
+
+    assert_eq!(read_all(&wal), want);
+    assert_eq!(wal.read(5, 8).unwrap(), want[4..7].to_vec());
+    assert_eq!(wal.read(19, 100).unwrap(), want[18..].to_vec());
+    assert_eq!(wal.read(21, 30).unwrap(), vec![]);
+    assert_eq!(wal.read(8, 8).unwrap(), vec![]);
+    assert_eq!((wal.first_index(), wal.last_index()), (Some(1), Some(20)));
+    assert_eq!(wal.stats().entries, 20);
+    drop(wal);
+
+    let (wal, report) = open(tmp.path());
+    assert_eq!(report, RecoveryReport { segments: 1, entries: 20, torn_tail: None });
+    assert_eq!(read_all(&wal), want);
+    append_durable(&wal, entries(21..=21));
+    assert_eq!(wal.last_index(), Some(21));
+}
+
+#[test]
+fn metadata_survives_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wal, _) = open(tmp.path());
+    wal.save_vote(b"term-1-node-a").unwrap();
+    wal.save_vote(b"term-2-node-b").unwrap();
+    append_durable(&wal, entries(1..=5));
+    wal.save_committed(b"commit-4").unwrap();
+    wal.purge(3, b"logid-3").unwrap();
+    assert_eq!(wal.purged(), Some((3, b"logid-3".to_vec())));
+    assert_eq!(wal.first_index(), Some(4));
+    wal.sync().unwrap();
+    drop(wal);
+
+    let (wal, report) = open(tmp.path());
+    assert_eq!(report.entries, 2);
+    assert_eq!(wal.vote(), Some(b"term-2-node-b".to_vec()));
+    assert_eq!(wal.committed(), Some(b"commit-4".to_vec()));
+    assert_eq!(wal.purged(), Some((3, b"logid-3".to_vec())));
+    assert_eq!(read_all(&wal), entries(4..=5));
+}
+
+#[test]
+fn truncate_then_append_then_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wal, _) = open(tmp.path());
+    append_durable(&wal, entries(1..=10));
+    wal.truncate(6).unwrap();
+    assert_eq!(wal.last_index(), Some(5));
+    assert_eq!(read_all(&wal), entries(1..=5));
+    assert!(matches!(
+        wal.append(entries(7..=7), Box::new(|_| {})),
+        Err(WalError::NonContiguous { expected: 6, got: 7 })
+    ));
+    let replacement: Vec<_> = (6..=8).map(|i| (i, format!("new-{i}").into_bytes())).collect();
+    append_durable(&wal, replacement.clone());
+    wal.truncate(100).unwrap(); // past the end: no-op
+    drop(wal);
+
+    let (wal, report) = open(tmp.path());
+    assert_eq!(report.entries, 8);
+    let mut want = entries(1..=5);
+    want.extend(replacement);
+    assert_eq!(read_all(&wal), want);
+
+    // Truncating everything: the log continues at the truncation point.
+    wal.truncate(1).unwrap();
+    assert_eq!((wal.first_index(), wal.last_index()), (None, None));
+    drop(wal);
+    let (wal, _) = open(tmp.path());
+    assert_eq!(read_all(&wal), vec![]);
+    assert!(matches!(wal.append(entries(9..=9), Box::new(|_| {})), Err(WalError::NonContiguous { expected: 1, .. })));
+    append_durable(&wal, entries(1..=2));
+    assert_eq!(read_all(&wal), entries(1..=2));
+}
+
+#[test]
+fn purge_deletes_old_segments_and_metadata_survives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wal, _) = open_small(tmp.path(), 200);
+    wal.save_vote(b"vote-in-segment-1").unwrap();
+    wal.save_committed(b"committed-in-segment-1").unwrap();
+    let first_segment = segment_paths(tmp.path())[0].clone();
+    for i in 1..=50 {
+        append_durable(&wal, entries(i..=i));
+    }
+    let before = segment_paths(tmp.path());
+    assert!(before.len() > 5, "tiny segments should have rolled many times, got {}", before.len());
+    assert_eq!(wal.stats().segments, before.len());
+
+    wal.purge(40, b"logid-40").unwrap();
+    let after = segment_paths(tmp.path());
+    assert!(!first_segment.exists(), "the segment holding the vote was fully purged and must be deleted");
+    assert!(after.len() < before.len(), "purge must delete segments ({} -> {})", before.len(), after.len());
+    assert_eq!(wal.stats().segments, after.len());
+    // Every surviving non-active segment still holds an entry above the purge point.
+    for path in &after[..after.len() - 1] {
+        let max = records_in(path).iter().filter_map(|r| r.3).max();
+        assert!(max.is_some_and(|m| m > 40), "{} should have been deleted (max entry {max:?})", path.display());
+    }
+    assert_eq!(wal.vote(), Some(b"vote-in-segment-1".to_vec()));
+    drop(wal);
+
+    let (wal, report) = open_small(tmp.path(), 200);
+    assert_eq!(report.entries, 10);
+    assert_eq!(wal.vote(), Some(b"vote-in-segment-1".to_vec()), "vote must survive deletion of its segment");
+    assert_eq!(wal.committed(), Some(b"committed-in-segment-1".to_vec()));
+    assert_eq!(wal.purged(), Some((40, b"logid-40".to_vec())));
+    assert_eq!(wal.first_index(), Some(41));
+    assert_eq!(read_all(&wal), entries(41..=50));
+
+    // Purge past the end: the log empties, and continues after the purge point.
+    wal.purge(100, b"logid-100").unwrap();
+    assert_eq!((wal.first_index(), wal.last_index()), (None, None));
+    assert_eq!(segment_paths(tmp.path()).len(), 1, "only the active segment is left");
+    assert!(matches!(
+        wal.append(entries(51..=51), Box::new(|_| {})),
+        Err(WalError::NonContiguous { expected: 101, got: 51 })
+    ));
+    append_durable(&wal, entries(101..=103));
+    drop(wal);
+
+    let (wal, _) = open_small(tmp.path(), 200);
+    assert_eq!(wal.purged(), Some((100, b"logid-100".to_vec())));
+    assert_eq!(wal.vote(), Some(b"vote-in-segment-1".to_vec()));
+    assert_eq!(read_all(&wal), entries(101..=103));
+}
+
+#[test]
+fn truncated_entries_keep_their_segment_until_purged_past() {
+    // A segment may be deleted only when every entry ever written to it is
+    // purged, including entries later truncated away.
+    let tmp = tempfile::tempdir().unwrap();
+    let (wal, _) = open_small(tmp.path(), 150);
+    append_durable(&wal, entries(1..=10));
+    wal.truncate(3).unwrap();
+    append_durable(&wal, entries(3..=30));
+    wal.purge(8, b"p").unwrap();
+    assert_eq!(read_all(&wal), entries(9..=30));
+    drop(wal);
+    let (wal, _) = open_small(tmp.path(), 150);
+    assert_eq!(read_all(&wal), entries(9..=30));
+    assert_eq!(wal.purged(), Some((8, b"p".to_vec())));
+}
+
+/// Writes entries 1..=4 into one segment and returns its path and the offset of
+/// the last record.
+fn four_entry_log(dir: &Path) -> (PathBuf, u64) {
+    let (wal, _) = open(dir);
+    append_durable(&wal, entries(1..=4));
+    drop(wal);
+    let path = segment_paths(dir).pop().unwrap();
+    let last = *records_in(&path).last().unwrap();
+    assert_eq!(last.3, Some(4));
+    (path, last.0)
+}
+
+#[test]
+fn torn_tail_at_every_offset_of_the_last_record() {
+    let base = tempfile::tempdir().unwrap();
+    let (path, last_offset) = four_entry_log(base.path());
+    let bytes = fs::read(&path).unwrap();
+    let name = path.file_name().unwrap();
+
+    for cut in last_offset..bytes.len() as u64 {
+        let tmp = tempfile::tempdir().unwrap();
+        let seg = tmp.path().join(name);
+        fs::write(&seg, &bytes[..cut as usize]).unwrap();
+
+        let (wal, report) = open(tmp.path());
+        let expected_torn = (cut > last_offset).then(|| TornTail {
+            path: seg.clone(),
+            offset: last_offset,
+            bytes_dropped: cut - last_offset,
+        });
+        assert_eq!(report.torn_tail, expected_torn, "cut at {cut}");
+        assert_eq!(report.entries, 3, "cut at {cut}");
+        assert_eq!(read_all(&wal), entries(1..=3), "cut at {cut}");
+        assert_eq!(fs::metadata(&seg).unwrap().len(), last_offset, "tail must be cut off on disk (cut at {cut})");
+
+        // The log continues cleanly after the repair.
+        append_durable(&wal, vec![(4, b"rewritten".to_vec())]);
+        drop(wal);
+        let (wal, report) = open(tmp.path());
+        assert_eq!(report.torn_tail, None, "cut at {cut}");
+        assert_eq!(wal.read(4, 5).unwrap(), vec![(4, b"rewritten".to_vec())], "cut at {cut}");
+    }
+}
+
+#[test]
+fn zero_filled_tail_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, last_offset) = four_entry_log(tmp.path());
+    let len = fs::metadata(&path).unwrap().len();
+
+    // Zeros appended after the last record.
+    let mut bytes = fs::read(&path).unwrap();
+    bytes.extend_from_slice(&[0; 4096]);
+    fs::write(&path, &bytes).unwrap();
+    let (wal, report) = open(tmp.path());
+    assert_eq!(report.torn_tail, Some(TornTail { path: path.clone(), offset: len, bytes_dropped: 4096 }));
+    assert_eq!(read_all(&wal), entries(1..=4));
+    drop(wal);
+
+    // The last record itself zeroed, with more zeros after it.
+    let mut bytes = fs::read(&path).unwrap();
+    bytes.truncate(last_offset as usize);
+    bytes.extend_from_slice(&[0; 100]);
+    fs::write(&path, &bytes).unwrap();
+    let (wal, report) = open(tmp.path());
+    assert_eq!(report.torn_tail.map(|t| (t.offset, t.bytes_dropped)), Some((last_offset, 100)));
+    assert_eq!(read_all(&wal), entries(1..=3));
+    drop(wal);
+
+    // A header that survived, followed by a payload that did not.
+    let (wal, _) = open(tmp.path());
+    append_durable(&wal, entries(4..=4));
+    drop(wal);
+    let mut bytes = fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[last_offset as usize + record::HEADER_LEN..n].fill(0);
+    bytes.extend_from_slice(&[0; 50]);
+    fs::write(&path, &bytes).unwrap();
+    let (wal, report) = open(tmp.path());
+    assert_eq!(report.torn_tail.map(|t| t.offset), Some(last_offset));
+    assert_eq!(read_all(&wal), entries(1..=3));
+}
+
+#[test]
+fn crc_bad_last_record_at_eof_is_torn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, last_offset) = four_entry_log(tmp.path());
+    let len = fs::metadata(&path).unwrap().len();
+    flip_byte(&path, len - 1);
+    let (wal, report) = open(tmp.path());
+    assert_eq!(
+        report.torn_tail,
+        Some(TornTail { path: path.clone(), offset: last_offset, bytes_dropped: len - last_offset })
+    );
+    assert_eq!(read_all(&wal), entries(1..=3));
+}
+
+#[test]
+fn flipped_byte_mid_log_is_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, _) = four_entry_log(tmp.path());
+    let second = records_in(&path).into_iter().find(|r| r.3 == Some(2)).unwrap();
+    flip_byte(&path, second.0 + second.1 as u64 - 2);
+    let before = fs::read(&path).unwrap();
+
+    let (bad_path, offset, msg) = expect_corrupt(tmp.path());
+    assert_eq!(bad_path, path);
+    assert_eq!(offset, second.0, "offset of the damaged record");
+    let claimed = second.1 - record::HEADER_LEN;
+    assert!(
+        msg.starts_with(&format!(
+            "WAL corrupt: {} at offset {}: CRC mismatch (record claims {claimed} bytes); refusing to start — \
+             restore this node from a peer or remove its data directory",
+            path.display(),
+            second.0
+        )),
+        "{msg}"
+    );
+    assert_eq!(fs::read(&path).unwrap(), before, "a refused open must not modify the file");
+}
+
+#[test]
+fn damage_in_a_non_last_segment_is_corrupt() {
+    let setup = |tmp: &Path| -> Vec<PathBuf> {
+        let (wal, _) = open_small(tmp, 120);
+        for i in 1..=12 {
+            append_durable(&wal, entries(i..=i));
+        }
+        drop(wal);
+        let segs = segment_paths(tmp);
+        assert!(segs.len() >= 3, "need several segments, got {}", segs.len());
+        segs
+    };
+
+    // A CRC error on the last record of segment 1: at EOF of that file, but a
+    // non-last segment must be complete, so this is corruption, not a torn tail.
+    let tmp = tempfile::tempdir().unwrap();
+    let segs = setup(tmp.path());
+    let last = *records_in(&segs[0]).last().unwrap();
+    assert_eq!(last.2, "entry");
+    flip_byte(&segs[0], last.0 + last.1 as u64 - 1);
+    let (path, offset, msg) = expect_corrupt(tmp.path());
+    assert_eq!((path, offset), (segs[0].clone(), last.0));
+    assert!(msg.contains("non-last segment"), "{msg}");
+
+    // A non-last segment cut short.
+    let tmp = tempfile::tempdir().unwrap();
+    let segs = setup(tmp.path());
+    let len = fs::metadata(&segs[1]).unwrap().len();
+    let last = *records_in(&segs[1]).last().unwrap();
+    fs::OpenOptions::new().write(true).open(&segs[1]).unwrap().set_len(len - 3).unwrap();
+    let (path, offset, _) = expect_corrupt(tmp.path());
+    assert_eq!((path, offset), (segs[1].clone(), last.0));
+
+    // A garbage length over the limit in a non-last segment.
+    let tmp = tempfile::tempdir().unwrap();
+    let segs = setup(tmp.path());
+    let first_entry = records_in(&segs[0]).into_iter().find(|r| r.2 == "entry").unwrap();
+    let mut bytes = fs::read(&segs[0]).unwrap();
+    bytes[first_entry.0 as usize..first_entry.0 as usize + 4].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
+    fs::write(&segs[0], bytes).unwrap();
+    let (path, offset, _) = expect_corrupt(tmp.path());
+    assert_eq!((path, offset), (segs[0].clone(), first_entry.0));
+
+    // A missing segment in the middle.
+    let tmp = tempfile::tempdir().unwrap();
+    let segs = setup(tmp.path());
+    fs::remove_file(&segs[1]).unwrap();
+    let (path, _, msg) = expect_corrupt(tmp.path());
+    assert_eq!(path, segs[1]);
+    assert!(msg.contains("missing"), "{msg}");
+}
+
+#[test]
+fn bad_crc_followed_by_data_in_last_segment_is_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, last_offset) = four_entry_log(tmp.path());
+    let third = records_in(&path).into_iter().find(|r| r.3 == Some(3)).unwrap();
+    assert!(third.0 < last_offset);
+    flip_byte(&path, third.0 + 4); // the CRC field itself
+    let (bad, offset, _) = expect_corrupt(tmp.path());
+    assert_eq!((bad, offset), (path, third.0));
+}
+
+#[test]
+fn segment_must_begin_with_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bytes = Vec::new();
+    record::encode(&Record::Entry { index: 1, data: b"x" }, &mut bytes);
+    let path = tmp.path().join(segment::file_name(1));
+    fs::write(&path, &bytes).unwrap();
+    let (bad, offset, msg) = expect_corrupt(tmp.path());
+    assert_eq!((bad, offset), (path, 0));
+    assert!(msg.contains("checkpoint"), "{msg}");
+}
+
+#[test]
+fn checkpoint_disagreeing_with_replay_is_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wal, _) = open(tmp.path());
+    append_durable(&wal, entries(1..=3));
+    drop(wal);
+    // A hand-made segment 2 whose checkpoint claims a different log range.
+    let mut bytes = Vec::new();
+    let cp = Checkpoint { range: Some((1, 10)), ..Default::default() };
+    record::encode(&Record::Checkpoint(cp), &mut bytes);
+    let path = tmp.path().join(segment::file_name(2));
+    fs::write(&path, &bytes).unwrap();
+    let (bad, offset, msg) = expect_corrupt(tmp.path());
+    assert_eq!((bad, offset), (path, 0));
+    assert!(msg.contains("log range"), "{msg}");
+}
+
+#[test]
+fn crash_during_roll_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wal, _) = open(tmp.path());
+    wal.save_vote(b"v").unwrap();
+    append_durable(&wal, entries(1..=3));
+    drop(wal);
+    let next = tmp.path().join(segment::file_name(2));
+
+    // The new segment was created but its checkpoint never reached the disk.
+    fs::write(&next, b"").unwrap();
+    let (wal, report) = open(tmp.path());
+    assert_eq!((report.segments, report.torn_tail), (2, None));
+    assert_eq!(records_in(&next).iter().map(|r| r.2).collect::<Vec<_>>(), vec!["checkpoint"]);
+    append_durable(&wal, entries(4..=4));
+    drop(wal);
+    let (wal, _) = open(tmp.path());
+    assert_eq!(read_all(&wal), entries(1..=4));
+    assert_eq!(wal.vote(), Some(b"v".to_vec()));
+    drop(wal);
+
+    // The checkpoint of a new segment 3 torn halfway.
+    let mut cp = Vec::new();
+    record::encode(&Record::Checkpoint(Checkpoint::default()), &mut cp);
+    let third = tmp.path().join(segment::file_name(3));
+    fs::write(&third, &cp[..5]).unwrap();
+    let (wal, report) = open(tmp.path());
+    assert_eq!(report.torn_tail, Some(TornTail { path: third.clone(), offset: 0, bytes_dropped: 5 }));
+    assert_eq!(read_all(&wal), entries(1..=4));
+    assert_eq!(records_in(&third).len(), 1, "the rewritten checkpoint");
+    append_durable(&wal, entries(5..=5));
+    drop(wal);
+    let (wal, _) = open(tmp.path());
+    assert_eq!(read_all(&wal), entries(1..=5));
+    assert_eq!(wal.vote(), Some(b"v".to_vec()));
+}
+
+#[test]
+fn read_across_segment_boundaries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wal, _) = open_small(tmp.path(), 100);
+    // One large batch straddles many segments; then some single appends.
+    append_durable(&wal, entries(1..=30));
+    for i in 31..=40 {
+        append_durable(&wal, entries(i..=i));
+    }
+    let segs = segment_paths(tmp.path());
+    assert!(segs.len() > 5, "expected many segments, got {}", segs.len());
+    for seg in &segs {
+        assert_eq!(records_in(seg)[0].2, "checkpoint", "{} must start with a checkpoint", seg.display());
+    }
+    let stats = wal.stats();
+    assert_eq!(stats.segments, segs.len());
+    assert_eq!(stats.bytes, segs.iter().map(|p| fs::metadata(p).unwrap().len()).sum::<u64>());
+
+    let all = entries(1..=40);
+    assert_eq!(read_all(&wal), all);
+    for (from, to) in [(1, 41), (7, 23), (13, 14), (29, 33), (40, 41)] {
+        assert_eq!(wal.read(from, to).unwrap(), all[from as usize - 1..to as usize - 1].to_vec(), "read({from}, {to})");
+    }
+    drop(wal);
+    let (wal, report) = open_small(tmp.path(), 100);
+    assert_eq!((report.segments, report.entries), (segs.len(), 40));
+    assert_eq!(read_all(&wal), all);
+}
+
+#[test]
+fn read_detects_corruption_after_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wal, _) = open(tmp.path());
+    append_durable(&wal, entries(1..=4));
+    let path = segment_paths(tmp.path())[0].clone();
+    let second = records_in(&path).into_iter().find(|r| r.3 == Some(2)).unwrap();
+    // Damage the file under the open WAL (bit rot after recovery).
+    let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"?", second.0 + 12).unwrap();
+    match wal.read(1, 5) {
+        Err(WalError::Corrupt { path: p, offset, reason }) => {
+            assert_eq!((p, offset), (path, second.0));
+            assert!(reason.contains("CRC mismatch"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(wal.read(3, 5).unwrap(), entries(3..=4), "undamaged entries stay readable");
+}
+
+#[test]
+fn invalid_operations_are_rejected_without_effect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wal, _) = open(tmp.path());
+    let fired = Arc::new(AtomicUsize::new(0));
+    let cb = || {
+        let fired = Arc::clone(&fired);
+        Box::new(move |_: io::Result<()>| {
+            fired.fetch_add(1, Ordering::SeqCst);
+        }) as DurableCallback
+    };
+
+    append_durable(&wal, entries(5..=6)); // a fresh log may start anywhere
+    assert!(matches!(wal.append(entries(8..=8), cb()), Err(WalError::NonContiguous { expected: 7, got: 8 })));
+    assert!(matches!(wal.append(entries(5..=5), cb()), Err(WalError::NonContiguous { expected: 7, got: 5 })));
+    let gap = vec![(7, vec![1]), (9, vec![2])];
+    assert!(matches!(wal.append(gap, cb()), Err(WalError::NonContiguous { expected: 8, got: 9 })));
+    assert!(matches!(wal.append(vec![(u64::MAX, vec![])], cb()), Err(WalError::IndexOverflow { .. })));
+    assert_eq!(wal.last_index(), Some(6), "failed appends must not change the log");
+
+    wal.purge(5, b"p5").unwrap();
+    assert!(matches!(wal.truncate(5), Err(WalError::TruncatePurged { since: 5, purged: 5 })));
+    assert!(matches!(wal.purge(4, b""), Err(WalError::PurgeRegressed { upto: 4, purged: 5 })));
+    let big = vec![0; MAX_META_DATA + 1];
+    assert!(matches!(wal.save_vote(&big), Err(WalError::TooLarge { what: "vote", .. })));
+    assert_eq!(read_all(&wal), entries(6..=6));
+
+    wal.sync().unwrap();
+    assert_eq!(fired.load(Ordering::SeqCst), 0, "callbacks of rejected appends are never called");
+    drop(wal);
+    let (wal, _) = open(tmp.path());
+    assert_eq!(read_all(&wal), entries(6..=6));
+    assert_eq!(wal.purged(), Some((5, b"p5".to_vec())));
+}
+
+#[test]
+fn group_commit_shares_fsyncs() {
+    const THREADS: u64 = 4;
+    const PER_THREAD: u64 = 50;
+    let tmp = tempfile::tempdir().unwrap();
+    let fsyncs = Arc::new(AtomicUsize::new(0));
+    let synced_records = Arc::new(AtomicUsize::new(0));
+    let hook: FsyncHook = {
+        let (fsyncs, synced_records) = (Arc::clone(&fsyncs), Arc::clone(&synced_records));
+        Arc::new(move |_took, records| {
+            fsyncs.fetch_add(1, Ordering::SeqCst);
+            synced_records.fetch_add(records, Ordering::SeqCst);
+            // Stand in for a slow disk, so appends pile up behind each fsync as
+            // they would in production; tmpfs fsyncs are nearly free.
+            std::thread::sleep(Duration::from_millis(2));
+        })
+    };
+    let (wal, _) = open_opts(WalOptions { on_fsync: Some(hook), ..WalOptions::new(tmp.path()) });
+    let next_index = Arc::new(Mutex::new(1u64));
+    let (tx, rx) = mpsc::channel();
+
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (wal, next_index, tx) = (wal.clone(), Arc::clone(&next_index), tx.clone());
+            s.spawn(move || {
+                for _ in 0..PER_THREAD {
+                    // Index allocation and append under one lock, as the Raft
+                    // core serializes appends; the fsync is not under it.
+                    let mut next = next_index.lock().unwrap();
+                    let tx = tx.clone();
+                    let data = format!("t{t}-{}", *next).into_bytes();
+                    wal.append(vec![(*next, data)], Box::new(move |r| tx.send(r.is_ok()).unwrap())).unwrap();
+                    *next += 1;
+                }
+            });
+        }
+    });
+    let total = (THREADS * PER_THREAD) as usize;
+    for n in 0..total {
+        assert!(rx.recv_timeout(TIMEOUT).expect("callback never fired"), "callback {n} reported an error");
+    }
+    let fsyncs = fsyncs.load(Ordering::SeqCst);
+    assert!(fsyncs >= 1 && fsyncs < total / 2, "{total} appends should share fsyncs, took {fsyncs}");
+    assert_eq!(synced_records.load(Ordering::SeqCst), total, "every record is reported durable once");
+    assert_eq!(wal.stats().fsyncs, fsyncs as u64);
+    assert_eq!(wal.stats().records_written, total as u64);
+
+    let got = read_all(&wal);
+    assert_eq!(got.len(), total);
+    assert!(got.iter().enumerate().all(|(i, (index, _))| *index == i as u64 + 1));
+    drop(wal);
+    let (wal, report) = open(tmp.path());
+    assert_eq!(report.entries, total);
+    assert_eq!(read_all(&wal), got);
+}
+
+#[test]
+fn callbacks_fire_in_order_and_on_drop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wal, _) = open(tmp.path());
+    let order = Arc::new(Mutex::new(Vec::new()));
+    for i in 1..=20 {
+        let order = Arc::clone(&order);
+        wal.append(entries(i..=i), Box::new(move |r| order.lock().unwrap().push((i, r.is_ok())))).unwrap();
+    }
+    let order2 = Arc::clone(&order);
+    wal.append(vec![], Box::new(move |r| order2.lock().unwrap().push((0, r.is_ok())))).unwrap();
+    drop(wal); // final sync, then every callback has run
+    let got = order.lock().unwrap().clone();
+    let mut want: Vec<_> = (1..=20).map(|i| (i, true)).collect();
+    want.push((0, true));
+    assert_eq!(got, want);
+}
+
+#[test]
+fn last_handle_dropped_inside_a_callback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wal, _) = open(tmp.path());
+    let inner = wal.clone();
+    let (tx, rx) = mpsc::channel();
+    wal.append(
+        entries(1..=1),
+        Box::new(move |r| {
+            drop(inner); // the last handle, dropped on the flusher thread
+            tx.send(r.is_ok()).unwrap();
+        }),
+    )
+    .unwrap();
+    drop(wal);
+    assert!(rx.recv_timeout(TIMEOUT).unwrap());
+    // The flusher exits on its own and releases the directory lock.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let wal = loop {
+        match Wal::open(WalOptions::new(tmp.path())) {
+            Ok((wal, _)) => break wal,
+            Err(WalError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("reopen failed: {e}"),
+        }
+    };
+    assert_eq!(read_all(&wal), entries(1..=1));
+}
+
+#[test]
+fn directory_lock_and_close() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wal, _) = open(tmp.path());
+    assert!(matches!(Wal::open(WalOptions::new(tmp.path())), Err(WalError::Locked { .. })));
+    append_durable(&wal, entries(1..=2));
+    let other = wal.clone();
+    wal.close().unwrap();
+    wal.close().unwrap(); // idempotent
+    assert!(matches!(other.append(entries(3..=3), Box::new(|_| {})), Err(WalError::Closed)));
+    assert!(matches!(other.save_vote(b"v"), Err(WalError::Closed)));
+    assert!(matches!(other.sync(), Err(WalError::Closed)));
+    assert_eq!(read_all(&other), entries(1..=2), "reads work after close");
+    drop((wal, other));
+    let (wal, _) = open(tmp.path());
+    assert_eq!(read_all(&wal), entries(1..=2));
+}
+
+/// Random operations against a simple model, with tiny segments and frequent
+/// reopens, checking the WAL agrees with the model throughout.
+#[test]
+fn randomized_operations_match_model() {
+    #[derive(Default, Clone, Debug, PartialEq)]
+    struct Model {
+        entries: BTreeMap<u64, Vec<u8>>,
+        next: Option<u64>,
+        vote: Option<Vec<u8>>,
+        committed: Option<Vec<u8>>,
+        purged: Option<(u64, Vec<u8>)>,
+    }
+    fn check(wal: &Wal, m: &Model, step: usize) {
+        let got: BTreeMap<u64, Vec<u8>> = read_all(wal).into_iter().collect();
+        assert_eq!(got, m.entries, "entries at step {step}");
+        assert_eq!(wal.first_index(), m.entries.keys().next().copied(), "first_index at step {step}");
+        assert_eq!(wal.last_index(), m.entries.keys().last().copied(), "last_index at step {step}");
+        assert_eq!(wal.vote(), m.vote, "vote at step {step}");
+        assert_eq!(wal.committed(), m.committed, "committed at step {step}");
+        assert_eq!(wal.purged(), m.purged, "purged at step {step}");
+    }
+
+    for seed in 0..4u64 {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let segment_bytes = rng.random_range(64..400);
+        let reopen = |dir: &Path| open_small(dir, segment_bytes).0;
+        let mut wal = reopen(tmp.path());
+        let mut m = Model::default();
+        let counter = AtomicU64::new(0);
+        let blob = |rng: &mut StdRng| {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            let len = rng.random_range(0..40);
+            let mut v = n.to_le_bytes().to_vec();
+            v.resize(8 + len, b'a' + (n % 26) as u8);
+            v
+        };
+
+        for step in 0..250 {
+            match rng.random_range(0..100) {
+                0..=44 => {
+                    let first = m.next.unwrap_or_else(|| rng.random_range(0..5));
+                    let n = rng.random_range(1..5);
+                    let batch: Vec<_> = (first..first + n).map(|i| (i, blob(&mut rng))).collect();
+                    for (i, d) in &batch {
+                        m.entries.insert(*i, d.clone());
+                    }
+                    m.next = Some(first + n);
+                    if rng.random_bool(0.5) {
+                        append_durable(&wal, batch);
+                    } else {
+                        wal.append(batch, Box::new(|r| r.unwrap())).unwrap();
+                    }
+                }
+                45..=54 => {
+                    let Some(next) = m.next else { continue };
+                    let lo = m.purged.as_ref().map_or(0, |p| p.0 + 1);
+                    let since = rng.random_range(lo..=next + 1);
+                    wal.truncate(since).unwrap();
+                    if since < next {
+                        m.entries.retain(|i, _| *i < since);
+                        m.next = Some(since);
+                    }
+                }
+                55..=64 => {
+                    let lo = m.purged.as_ref().map_or(0, |p| p.0);
+                    let hi = m.next.unwrap_or(lo + 1) + 2;
+                    let upto = rng.random_range(lo..=hi);
+                    let p = blob(&mut rng);
+                    wal.purge(upto, &p).unwrap();
+                    m.entries.retain(|i, _| *i > upto);
+                    m.next = Some(m.next.map_or(upto + 1, |n| n.max(upto + 1)));
+                    m.purged = Some((upto, p));
+                    // Purge deleted every old segment it could: the oldest one
+                    // left is the active one or still holds a live entry.
+                    let segs = segment_paths(tmp.path());
+                    if segs.len() > 1 {
+                        let max = records_in(&segs[0]).iter().filter_map(|r| r.3).max();
+                        assert!(max.is_some_and(|x| x > upto), "seed {seed}: {} should be deleted", segs[0].display());
+                    }
+                }
+                65..=72 => {
+                    let v = blob(&mut rng);
+                    wal.save_vote(&v).unwrap();
+                    m.vote = Some(v);
+                }
+                73..=82 => {
+                    let c = blob(&mut rng);
+                    wal.save_committed(&c).unwrap();
+                    m.committed = Some(c);
+                }
+                83..=89 => {
+                    let from = rng.random_range(0..m.next.unwrap_or(1) + 2);
+                    let to = from + rng.random_range(0..6);
+                    let want: Vec<_> = m.entries.range(from..to).map(|(i, d)| (*i, d.clone())).collect();
+                    assert_eq!(wal.read(from, to).unwrap(), want, "read({from}, {to}) at step {step}, seed {seed}");
+                }
+                _ => {
+                    drop(wal);
+                    wal = reopen(tmp.path());
+                }
+            }
+            check(&wal, &m, step);
+        }
+        drop(wal);
+        let wal = reopen(tmp.path());
+        check(&wal, &m, usize::MAX);
+    }
+}
