@@ -16,5 +16,10 @@ pub mod v1 {
 
 pub use v1::*;
 
+/// A wire-compatible subset of etcd v3's KV service (Put, Range), used only by `raftkv bench --target etcd`.
+pub mod etcd {
+    tonic::include_proto!("etcdserverpb");
+}
+
 /// Encoded `FileDescriptorSet` of all raftkv protos, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/raftkv_descriptor.bin"));

@@ -63,6 +63,15 @@ pub struct BenchArgs {
     /// Start a local 3-node cluster on free ports for the run (instead of using --endpoints).
     #[arg(long)]
     pub start_cluster: bool,
+    /// What --endpoints point at: raftkv, or etcd (v3 API; put etcd's leader first) for a comparison.
+    #[arg(long, value_enum, default_value_t = Target::Raftkv)]
+    pub target: Target,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum, Debug)]
+pub enum Target {
+    Raftkv,
+    Etcd,
 }
 
 pub struct BenchResult {
@@ -124,22 +133,71 @@ fn sm_insert(a: &BenchArgs) -> BenchResult {
     BenchResult { name: "sm-insert (in-process)".into(), ops: a.total, errors: 0, elapsed: start.elapsed(), hist }
 }
 
-fn connections(addrs: &[String], per_node: usize) -> anyhow::Result<Vec<KvClient<Channel>>> {
+fn channels(addrs: &[String], per_node: usize) -> anyhow::Result<Vec<Channel>> {
     let mut out = Vec::new();
     for addr in addrs {
         for _ in 0..per_node.max(1) {
-            let ch =
-                tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect_lazy();
-            out.push(KvClient::new(ch));
+            out.push(
+                tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect_lazy(),
+            );
         }
     }
     Ok(out)
 }
 
+fn connections(addrs: &[String], per_node: usize) -> anyhow::Result<Vec<KvClient<Channel>>> {
+    Ok(channels(addrs, per_node)?.into_iter().map(KvClient::new).collect())
+}
+
+/// The same workloads against etcd's v3 API: writes and linearizable reads to the first endpoint (pass etcd's
+/// leader first), serializable reads spread over all.
+async fn run_etcd(a: &BenchArgs, endpoints: &[String]) -> anyhow::Result<Vec<BenchResult>> {
+    use raftkv_proto::etcd::{kv_client::KvClient as EtcdKv, PutRequest, RangeRequest};
+    let mut results = Vec::new();
+    let (ks, keys) = (a.key_size, a.keys);
+    let value = Arc::new(vec![b'v'; a.val_size]);
+    let leader = std::slice::from_ref(&endpoints[0]);
+    let conns = |addrs: &[String]| -> anyhow::Result<Vec<EtcdKv<Channel>>> {
+        Ok(channels(addrs, a.conns)?.into_iter().map(EtcdKv::new).collect())
+    };
+    let wants = |w: Workload| a.workload == w || a.workload == Workload::All;
+    let v = value.clone();
+    let r = drive("etcd write", a, conns(leader)?, move |mut c, i| {
+        let v = v.clone();
+        async move {
+            c.put(PutRequest { key: key(i % keys, ks), value: v.to_vec(), ..Default::default() }).await.map(|_| ())
+        }
+    })
+    .await;
+    if wants(Workload::Write) {
+        results.push(r);
+    }
+    if wants(Workload::Read) {
+        results.push(
+            drive("etcd read (linearizable)", a, conns(leader)?, move |mut c, i| async move {
+                c.range(RangeRequest { key: key(i % keys, ks), ..Default::default() }).await.map(|_| ())
+            })
+            .await,
+        );
+    }
+    if wants(Workload::ReadSerializable) {
+        results.push(
+            drive("etcd read (serializable)", a, conns(endpoints)?, move |mut c, i| async move {
+                c.range(RangeRequest { key: key(i % keys, ks), serializable: true, ..Default::default() })
+                    .await
+                    .map(|_| ())
+            })
+            .await,
+        );
+    }
+    Ok(results)
+}
+
 /// Runs `op` from `clients` loops until `total` requests are done.
-async fn drive<F, Fut>(name: &str, a: &BenchArgs, conns: Vec<KvClient<Channel>>, op: F) -> BenchResult
+async fn drive<C, F, Fut>(name: &str, a: &BenchArgs, conns: Vec<C>, op: F) -> BenchResult
 where
-    F: Fn(KvClient<Channel>, u64) -> Fut + Send + Sync + 'static,
+    C: Clone + Send + 'static,
+    F: Fn(C, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
 {
     let next = Arc::new(AtomicU64::new(0));
@@ -197,6 +255,10 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> anyhow::Result<ExitCode> {
         results.push(sm_insert(a));
     }
     let needs_cluster = a.workload != Workload::SmInsert;
+    if needs_cluster && a.target == Target::Etcd {
+        results.extend(run_etcd(a, &cli.endpoints).await?);
+        return print_results(cli, a, &results);
+    }
     let mut _local = None;
     if needs_cluster {
         let endpoints = if a.start_cluster {
@@ -253,6 +315,10 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    print_results(cli, a, &results)
+}
+
+fn print_results(cli: &Cli, a: &BenchArgs, results: &[BenchResult]) -> anyhow::Result<ExitCode> {
     match cli.output {
         Output::Json => println!("{}", serde_json::Value::Array(results.iter().map(BenchResult::json).collect())),
         Output::Table => {

@@ -231,10 +231,8 @@ pub async fn run(a: &ClusterArgs) -> anyhow::Result<ExitCode> {
     }
     println!();
     println!("leader: node {leader} at {leader_addr}");
-    println!(
-        "try:    raftkv put 100 Alice && raftkv --endpoints {} get 100 --serializable && raftkv status",
-        cluster.nodes.values().last().map(|n| n.addr.clone()).unwrap_or_default()
-    );
+    let follower = cluster.nodes.values().find(|n| n.id != leader).unwrap_or(&cluster.nodes[&leader]).addr.clone();
+    println!("try:    raftkv put 100 Alice && raftkv --endpoints {follower} get 100 --serializable && raftkv status");
     println!("Ctrl-C stops the cluster.");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -83,7 +83,8 @@ impl DataDir {
                     .map_err(|e| Error::io(path, "list data directory", e))?
                     .filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n != "LOCK")
+                    // A crash during the very first start can leave these; they are ours.
+                    .filter(|n| n != "LOCK" && n != "meta.json.tmp")
                     .collect();
                 if !foreign.is_empty() {
                     return Err(Error::Config(format!(

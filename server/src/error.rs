@@ -8,6 +8,7 @@
 //! | bad request (empty key, over-size key/value, malformed op) | `INVALID_ARGUMENT` |
 //! | no leader, leader unreachable, node shutting down | `UNAVAILABLE` (+ `x-raftkv-leader-id` / `-addr` hints) |
 //! | deadline passed while waiting for Raft | `DEADLINE_EXCEEDED` |
+//! | leader lost after the write was proposed (may or may not commit) | `UNKNOWN` |
 //! | watch from a revision no longer kept | `OUT_OF_RANGE` |
 //! | unknown member id | `NOT_FOUND` |
 //! | membership change not allowed now, wrong node/cluster | `FAILED_PRECONDITION` |
@@ -50,6 +51,10 @@ pub enum Error {
     #[error("deadline exceeded: {0}")]
     DeadlineExceeded(String),
 
+    /// A write was proposed but its fate is unknown (leader lost mid-flight).
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
+
     #[error("{0}")]
     Compacted(String),
 
@@ -85,6 +90,7 @@ impl Error {
             Error::InvalidArgument(_) | Error::TooLarge { .. } => Code::InvalidArgument,
             Error::NoLeader(_) | Error::NotLeader { .. } | Error::Unavailable(_) => Code::Unavailable,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::OutcomeUnknown(_) => Code::Unknown,
             Error::Compacted(_) => Code::OutOfRange,
             Error::UnknownMember(_) => Code::NotFound,
             Error::FailedPrecondition(_) | Error::Config(_) => Code::FailedPrecondition,
@@ -100,7 +106,7 @@ impl Error {
             if let Ok(v) = leader_id.to_string().parse() {
                 status.metadata_mut().insert("x-raftkv-leader-id", v);
             }
-            if let Ok(v) = leader_addr.parse() {
+            if let (false, Ok(v)) = (leader_addr.is_empty(), leader_addr.parse()) {
                 status.metadata_mut().insert("x-raftkv-leader-addr", v);
             }
         }

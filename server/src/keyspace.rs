@@ -89,6 +89,25 @@ impl KeyRange {
         Self { start: key, end: (!range_end.is_empty()).then_some(range_end) }
     }
 
+    /// The exclusive end as a bound: `None` = unbounded.
+    fn end_bound(&self) -> Option<Vec<u8>> {
+        match &self.end {
+            None => {
+                let mut e = self.start.clone();
+                e.push(0);
+                Some(e)
+            }
+            Some(end) if end.as_slice() == [0] => None,
+            Some(end) => Some(end.clone()),
+        }
+    }
+
+    /// Do the two ranges share at least one possible key?
+    pub fn overlaps(&self, other: &KeyRange) -> bool {
+        let before = |a: &KeyRange, b: &KeyRange| a.end_bound().is_some_and(|e| e.as_slice() <= b.start.as_slice());
+        !before(self, other) && !before(other, self)
+    }
+
     pub fn contains(&self, key: &[u8]) -> bool {
         match &self.end {
             None => key == self.start.as_slice(),
@@ -339,17 +358,19 @@ impl KeySpace {
         }
     }
 
-    pub fn from_image(image: KeySpaceImage) -> Self {
+    /// Rebuilds a key space from a snapshot image, refusing an inconsistent one.
+    pub fn from_image(image: KeySpaceImage) -> Result<Self, String> {
         let map: OrdMap<Vec<u8>, Meta> = image.entries.into_iter().collect();
         for (k, m) in &map {
-            assert!(
-                m.create_revision <= m.mod_revision && m.mod_revision <= image.revision && m.version >= 1,
-                "snapshot image is inconsistent at key {:?}: {m:?} with revision {}",
-                String::from_utf8_lossy(k),
-                image.revision
-            );
+            if !(m.create_revision <= m.mod_revision && m.mod_revision <= image.revision && m.version >= 1) {
+                return Err(format!(
+                    "inconsistent key {:?}: {m:?} with revision {}",
+                    String::from_utf8_lossy(k),
+                    image.revision
+                ));
+            }
         }
-        Self { map, revision: image.revision }
+        Ok(Self { map, revision: image.revision })
     }
 }
 
@@ -467,7 +488,7 @@ mod tests {
         ks.put(b"a".to_vec(), b"1".to_vec());
         ks.put(b"b".to_vec(), b"2".to_vec());
         ks.delete(&KeyRange::single("a"));
-        let back = KeySpace::from_image(ks.to_image());
+        let back = KeySpace::from_image(ks.to_image()).unwrap();
         assert_eq!(back.revision(), 3);
         assert_eq!(back.get(b"b"), ks.get(b"b"));
         assert_eq!(back.len(), 1);

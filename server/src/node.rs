@@ -102,9 +102,9 @@ pub async fn run(
         tracing::warn!(?torn, "WAL had a torn tail (a write cut short by a crash); it was cut off");
     }
     tracing::info!(segments = report.segments, entries = report.entries, "WAL recovered");
-    let log_store = LogStore::new(wal.clone());
     let state_machine =
         StateMachineStore::open(SnapshotDir::open(data_dir.snapshot_dir())?, config.watch_history, metrics.clone())?;
+    let log_store = LogStore::new(wal.clone(), state_machine.durable_snapshot());
 
     if data_dir.cluster_id() == 0 && !config.initial_cluster.is_empty() {
         data_dir.set_cluster_id(config.bootstrap_cluster_id())?;
@@ -146,6 +146,7 @@ pub async fn run(
         id: config.id,
         addr: config.advertise.clone(),
         raft: raft.clone(),
+        proposer: crate::raft::proposer::Proposer::start(raft.clone()),
         state_machine: state_machine.clone(),
         log_store: log_store.clone(),
         network: network.clone(),
@@ -171,13 +172,17 @@ pub async fn run(
     });
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<KvServer<KvService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(raftkv_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    // Reflection v1 and v1alpha: grpcurl and other tools use whichever the server offers.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(raftkv_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder().build_v1().map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    let reflection_alpha =
+        reflection_builder().build_v1alpha().map_err(|e| Error::Internal(format!("reflection: {e}")))?;
     let cors = cors_layer(&config.cors_origins);
-    const MAX_MSG: usize = 64 << 20;
+    const MAX_MSG: usize = crate::raft::network::MAX_PEER_MESSAGE;
     let grpc = tonic::transport::Server::builder()
         .accept_http1(true)
         .http2_adaptive_window(Some(true))
@@ -196,6 +201,7 @@ pub async fn run(
         )
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)), stopped());
     let grpc_task = tokio::spawn(grpc);
 

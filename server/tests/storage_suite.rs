@@ -23,7 +23,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
             Arc::new(Metrics::new()),
         )
         .unwrap();
-        Ok((dir, LogStore::new(wal), sm))
+        let log = LogStore::new(wal, sm.durable_snapshot());
+        Ok((dir, log, sm))
     }
 }
 

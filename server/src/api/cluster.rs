@@ -51,7 +51,8 @@ impl ApiContext {
     /// The members in the latest membership config this node knows (committed or not).
     pub fn members(&self) -> Vec<pb::Member> {
         let m = self.raft.metrics().borrow().membership_config.clone();
-        let voters: BTreeSet<NodeId> = m.membership().voter_ids().collect();
+        // During a joint change, voters are those of the target (last) configuration.
+        let voters: BTreeSet<NodeId> = m.membership().get_joint_config().last().cloned().unwrap_or_default();
         m.membership()
             .nodes()
             .map(|(id, n)| pb::Member { id: *id, addr: n.addr.clone(), voter: voters.contains(id) })
@@ -143,10 +144,17 @@ impl ApiContext {
     /// Runs a membership change here (leader) and returns the resulting member list.
     async fn change(&self, change: ChangeMembers<NodeId, Node>, deadline: Instant) -> Result<Vec<pb::Member>> {
         let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, self.raft.change_membership(change, false)).await {
-            Ok(Ok(_)) => Ok(self.members()),
-            Ok(Err(e)) => Err(self.membership_error(e)),
-            Err(_) => Err(Error::DeadlineExceeded("membership change did not commit before the deadline".into())),
+        // openraft commits the joint configuration and then the final one from the caller's future: run it in its
+        // own task so a client that gives up cannot leave the cluster in the joint configuration.
+        let raft = self.raft.clone();
+        let task = tokio::spawn(async move { raft.change_membership(change, false).await });
+        match tokio::time::timeout(left, task).await {
+            Ok(Ok(Ok(_))) => Ok(self.members()),
+            Ok(Ok(Err(e))) => Err(self.membership_error(e)),
+            Ok(Err(e)) => Err(Error::Internal(format!("membership change task: {e}"))),
+            Err(_) => Err(Error::DeadlineExceeded(
+                "membership change did not finish before the deadline; it continues in the background".into(),
+            )),
         }
     }
 

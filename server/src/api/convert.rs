@@ -120,7 +120,41 @@ pub fn txn_command(limits: &Limits, r: pb::TxnRequest) -> Result<Command> {
         .collect::<Result<Vec<_>>>()?;
     let success = r.success.into_iter().map(|o| txn_op(limits, o)).collect::<Result<Vec<_>>>()?;
     let failure = r.failure.into_iter().map(|o| txn_op(limits, o)).collect::<Result<Vec<_>>>()?;
+    check_no_duplicate_writes(&success)?;
+    check_no_duplicate_writes(&failure)?;
     Ok(Command::Txn { compare, success, failure })
+}
+
+/// One revision changes each key at most once (as in etcd): a branch may not write the same key twice.
+fn check_no_duplicate_writes(ops: &[TxnOp]) -> Result<()> {
+    let puts: Vec<&[u8]> = ops
+        .iter()
+        .filter_map(|o| match o {
+            TxnOp::Put { key, .. } => Some(key.as_slice()),
+            _ => None,
+        })
+        .collect();
+    let deletes: Vec<&KeyRange> = ops
+        .iter()
+        .filter_map(|o| match o {
+            TxnOp::Delete { range, .. } => Some(range),
+            _ => None,
+        })
+        .collect();
+    for (i, k) in puts.iter().enumerate() {
+        if puts[..i].contains(k) || deletes.iter().any(|r| r.contains(k)) {
+            return Err(Error::InvalidArgument(format!(
+                "transaction writes key {:?} more than once",
+                String::from_utf8_lossy(k)
+            )));
+        }
+    }
+    for (i, a) in deletes.iter().enumerate() {
+        if deletes[..i].iter().any(|b| a.overlaps(b)) {
+            return Err(Error::InvalidArgument("transaction deletes overlapping ranges".into()));
+        }
+    }
+    Ok(())
 }
 
 pub fn kv(kv: KeyValue) -> pb::KeyValue {

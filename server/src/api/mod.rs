@@ -21,17 +21,23 @@ use std::{
     time::{Duration, Instant},
 };
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 
 use crate::{
     config::Limits,
     error::{Error, Result},
     metrics::Metrics,
     raft::{
-        log_store::LogStore, network::NetworkShared, state_machine::StateMachineStore, Command, CommandResponse,
-        NodeId, Raft,
+        log_store::LogStore,
+        network::NetworkShared,
+        proposer::{ProposeError, Proposer},
+        state_machine::StateMachineStore,
+        Command, CommandResponse, NodeId, Raft,
     },
 };
+
+/// No request waits longer than this, whatever deadline it asks for.
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Metadata key set on forwarded requests so the leader never forwards them again.
 pub const FORWARDED: &str = "x-raftkv-forwarded";
@@ -41,6 +47,8 @@ pub struct ApiContext {
     pub id: NodeId,
     pub addr: String,
     pub raft: Raft,
+    /// Batches writes into log entries.
+    pub proposer: Proposer,
     pub state_machine: StateMachineStore,
     pub log_store: LogStore,
     pub network: Arc<NetworkShared>,
@@ -76,7 +84,8 @@ impl ApiContext {
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout)
-            .unwrap_or(self.default_timeout);
+            .unwrap_or(self.default_timeout)
+            .min(MAX_REQUEST_TIMEOUT);
         Instant::now() + timeout
     }
 
@@ -113,43 +122,45 @@ impl ApiContext {
 
     /// Proposes `cmd` through Raft and waits for it to be applied here (this node must lead).
     ///
-    /// Retries only when openraft guarantees the entry did not commit (it was refused before being proposed,
-    /// or its log entry was truncated). A write that times out after being proposed has an unknown outcome and
-    /// is reported as `DEADLINE_EXCEEDED`, never retried.
+    /// Retries only while nothing has been proposed (no leader yet). Once proposed, a write that loses its
+    /// leader or runs out of time has an unknown outcome — it may still commit through another node — and is
+    /// reported as such (`UNKNOWN` / `DEADLINE_EXCEEDED`), never retried: retrying a compare-and-swap or a put
+    /// that may have committed could undo another client's acknowledged write.
     pub async fn write(&self, cmd: Command, deadline: Instant) -> Result<CommandResponse> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Error::NoLeader("deadline passed before the write could be proposed".into()));
             }
-            self.metrics.proposals.inc();
-            let res = tokio::time::timeout(left, self.raft.client_write(cmd.clone())).await;
-            match res {
-                Ok(Ok(resp)) => return Ok(resp.data),
-                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                    self.metrics.proposals_failed.inc();
-                    if let Some(e) = self.not_leader(f.leader_id, f.leader_node.map(|n| n.addr)) {
-                        return Err(e);
-                    }
-                    // No leader yet (or this node is about to lead): wait for an election, then retry.
+            let leader = self.raft.metrics().borrow().current_leader;
+            match leader {
+                Some(l) if l == self.id => {}
+                Some(l) => return Err(self.not_leader(Some(l), None).expect("another node leads")),
+                None => {
                     self.wait_for_leader(deadline).await?;
-                    if let Some(e) = self.not_leader(self.raft.metrics().borrow().current_leader, None) {
-                        return Err(e);
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                    return Err(Error::FailedPrecondition(e.to_string()))
-                }
-                Ok(Err(RaftError::Fatal(e))) => return Err(Error::Unavailable(format!("raft stopped: {e}"))),
-                Err(_) => {
-                    self.metrics.proposals_failed.inc();
-                    return Err(Error::DeadlineExceeded(
-                        "the write was proposed but not committed before the deadline; it may or may not take effect"
-                            .into(),
-                    ));
+                    continue;
                 }
             }
+            self.metrics.proposals.inc();
+            let res = tokio::time::timeout(left, self.proposer.propose(cmd)).await;
+            return match res {
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(ProposeError::LeadershipLost)) => {
+                    self.metrics.proposals_failed.inc();
+                    Err(Error::OutcomeUnknown(
+                        "leadership changed while the write was in flight; it may or may not take effect".into(),
+                    ))
+                }
+                Ok(Err(ProposeError::ChangeMembership(e))) => Err(Error::FailedPrecondition(e)),
+                Ok(Err(ProposeError::Stopped(e))) => Err(Error::OutcomeUnknown(format!("raft stopped: {e}"))),
+                Err(_) => {
+                    self.metrics.proposals_failed.inc();
+                    Err(Error::DeadlineExceeded(
+                        "the write was proposed but not committed before the deadline; it may or may not take effect"
+                            .into(),
+                    ))
+                }
+            };
         }
     }
 
@@ -186,6 +197,10 @@ impl ApiContext {
 /// Parses gRPC's `grpc-timeout` header ("100m", "5S", ...).
 pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    // The gRPC spec allows at most 8 digits.
+    if num.is_empty() || num.len() > 8 {
+        return None;
+    }
     let n: u64 = num.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(n.saturating_mul(3600)),
@@ -207,6 +222,8 @@ mod tests {
         assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
         assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
         assert_eq!(parse_grpc_timeout("x"), None);
+        assert_eq!(parse_grpc_timeout("999999999H"), None, "more than 8 digits is invalid");
+        assert_eq!(parse_grpc_timeout("99999999H"), Some(Duration::from_secs(99_999_999 * 3600)));
         assert_eq!(parse_grpc_timeout(""), None);
     }
 }

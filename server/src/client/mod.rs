@@ -5,10 +5,11 @@
 //! It sticks to the last node that answered, follows `x-raftkv-leader-addr` hints, and moves on to the next
 //! endpoint when a node is unreachable or has no leader. Retries stop at the deadline.
 //!
-//! Retry safety: reads, puts and deletes are retried on `UNAVAILABLE` (a put or delete applied twice leaves the
-//! same value). A transaction is retried only when the request provably never left this process (the connection
-//! could not be established) or the node refused it before proposing (no leader): retrying a compare-and-swap
-//! whose first attempt may have committed could report a false failure.
+//! Retry safety: reads are retried on any unavailability. Writes (put, delete, txn, membership changes) are
+//! retried only when the request provably never reached a Raft log: the connection could not be established, or
+//! a node refused it before proposing (no leader / not the leader). A write whose first attempt may have committed
+//! is never repeated — a repeated put or delete could undo another client's acknowledged write, a repeated
+//! compare-and-swap could report a false failure — its error says the outcome is unknown instead.
 
 use std::{
     collections::HashMap,
@@ -32,7 +33,7 @@ pub struct Client {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Retry {
-    /// Safe to repeat after any unavailability.
+    /// Safe to repeat after any unavailability (reads).
     Idempotent,
     /// Only when the request surely did not reach a node's Raft log.
     NotSent,
@@ -78,6 +79,8 @@ impl Client {
             .map_err(|e| Status::invalid_argument(format!("bad endpoint {addr:?}: {e}")))?
             .connect_timeout(Duration::from_millis(1000))
             .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
             .connect_lazy();
         map.insert(addr.to_string(), ch.clone());
         Ok(ch)
@@ -109,7 +112,12 @@ impl Client {
             let hinted = self.leader_hint.lock().take();
             let idx = self.preferred.load(Ordering::Relaxed) % self.endpoints.len();
             let addr = hinted.unwrap_or_else(|| self.endpoints[idx].clone());
-            match f(addr.clone(), left).await {
+            // tonic's timeout is only a header for the server; enforce it here too (a silent node must not hang us).
+            let res = match tokio::time::timeout(left, f(addr.clone(), left)).await {
+                Ok(r) => r,
+                Err(_) => Err(Status::deadline_exceeded(format!("{addr} did not answer within {left:?}"))),
+            };
+            match res {
                 Ok(v) => return Ok(v),
                 Err(s) => {
                     let retryable = matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled)
@@ -117,7 +125,8 @@ impl Client {
                     if !retryable {
                         return Err(s);
                     }
-                    if let Some(l) = s.metadata().get("x-raftkv-leader-addr").and_then(|v| v.to_str().ok()) {
+                    let hint = s.metadata().get("x-raftkv-leader-addr").and_then(|v| v.to_str().ok());
+                    if let Some(l) = hint.filter(|l| !l.is_empty()) {
                         *self.leader_hint.lock() = Some(l.to_string());
                     } else {
                         self.preferred.store(idx + 1, Ordering::Relaxed);
@@ -142,7 +151,7 @@ impl Client {
 
     pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<pb::PutResponse, Status> {
         let msg = pb::PutRequest { key: key.into(), value: value.into(), prev_kv: false };
-        self.call(Retry::Idempotent, |addr, left| {
+        self.call(Retry::NotSent, |addr, left| {
             let msg = msg.clone();
             async move { Ok(self.kv(&addr)?.put(Self::request(msg, left)).await?.into_inner()) }
         })
@@ -159,7 +168,7 @@ impl Client {
     }
 
     pub async fn delete(&self, msg: pb::DeleteRequest) -> Result<pb::DeleteResponse, Status> {
-        self.call(Retry::Idempotent, |addr, left| {
+        self.call(Retry::NotSent, |addr, left| {
             let msg = msg.clone();
             async move { Ok(self.kv(&addr)?.delete(Self::request(msg, left)).await?.into_inner()) }
         })

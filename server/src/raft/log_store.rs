@@ -7,6 +7,7 @@
 //! - `append` returns once the entries are written (visible to readers); openraft is told they are durable
 //!   through `LogFlushed` only after the WAL's group-commit fdatasync covers them;
 //! - `save_vote`, `truncate` and `purge` return only once durable;
+//! - `purge` never runs ahead of a snapshot install that is still being written;
 //! - `save_committed` is written without waiting: after a crash openraft may re-learn a smaller committed index,
 //!   which is safe, and it lets a restarted node re-apply committed entries without waiting for the leader.
 
@@ -27,7 +28,7 @@ use openraft::{
     LogState, RaftLogId, RaftLogReader,
 };
 
-use super::{decode, encode, Entry, LogId, StorageError, TypeConfig, Vote};
+use super::{decode, encode, snapshot::DurableSnapshot, Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::wal::{Wal, WalError};
 
 /// The Raft log on top of the WAL. Clones share the WAL.
@@ -36,6 +37,8 @@ pub struct LogStore {
     wal: Wal,
     /// Highest committed index reported by openraft (for status and metrics).
     committed_index: Arc<AtomicU64>,
+    /// Purges wait for an in-flight snapshot install to be durable first.
+    snapshot: DurableSnapshot,
 }
 
 fn read_err(e: impl std::fmt::Display) -> StorageError {
@@ -51,9 +54,9 @@ fn vote_err(e: impl std::fmt::Display) -> StorageError {
 }
 
 impl LogStore {
-    pub fn new(wal: Wal) -> Self {
+    pub fn new(wal: Wal, snapshot: DurableSnapshot) -> Self {
         let committed = wal.committed().and_then(|b| decode::<Option<LogId>>(&b).ok().flatten()).map_or(0, |l| l.index);
-        Self { wal, committed_index: Arc::new(AtomicU64::new(committed)) }
+        Self { wal, committed_index: Arc::new(AtomicU64::new(committed)), snapshot }
     }
 
     pub fn wal(&self) -> &Wal {
@@ -195,6 +198,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(upto = %log_id, "purging log");
+        // openraft purges right after handing a received snapshot to the state machine, without waiting for it
+        // to be installed. Purging first and crashing before the snapshot is on disk would leave a log that
+        // starts after the last durable snapshot: wait for it.
+        self.snapshot.wait_covers(log_id.index).await;
         let bytes = encode(&log_id);
         self.blocking(move |wal| wal.purge(log_id.index, &bytes)).await.map_err(write_err)
     }

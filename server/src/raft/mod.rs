@@ -4,11 +4,13 @@
 //! - [`state_machine`]: openraft's `RaftStateMachine` over the MVCC key space ([`crate::keyspace`]), with
 //!   snapshots ([`snapshot`]) and the watch hub ([`crate::watch`]).
 //! - [`network`]: openraft's `RaftNetwork` over the peer-only gRPC service (`raftkv.v1.Raft`).
+//! - [`proposer`]: batches concurrent client writes into one log entry (group commit on the leader).
 //!
 //! Every log entry's application payload is a [`Command`]; applying it yields a [`CommandResponse`].
 
 pub mod log_store;
 pub mod network;
+pub mod proposer;
 pub mod snapshot;
 pub mod state_machine;
 
@@ -74,6 +76,8 @@ pub enum Command {
         success: Vec<TxnOp>,
         failure: Vec<TxnOp>,
     },
+    /// Several commands proposed together (see [`proposer`]); applied in order, one revision each.
+    Batch(Vec<Command>),
 }
 
 impl std::fmt::Display for Command {
@@ -89,6 +93,7 @@ impl std::fmt::Display for Command {
             Command::Txn { compare, success, failure } => {
                 write!(f, "txn ({} compares, {} then, {} else)", compare.len(), success.len(), failure.len())
             }
+            Command::Batch(cmds) => write!(f, "batch of {} commands", cmds.len()),
         }
     }
 }
@@ -100,6 +105,7 @@ pub enum CommandResponse {
     Put { revision: i64, prev_kv: Option<KeyValue> },
     Delete { revision: i64, deleted: i64, prev_kvs: Vec<KeyValue> },
     Txn { revision: i64, succeeded: bool, responses: Vec<TxnOpResponse> },
+    Batch(Vec<CommandResponse>),
 }
 
 impl CommandResponse {
@@ -110,6 +116,7 @@ impl CommandResponse {
             | CommandResponse::Put { revision, .. }
             | CommandResponse::Delete { revision, .. }
             | CommandResponse::Txn { revision, .. } => *revision,
+            CommandResponse::Batch(r) => r.last().map_or(0, CommandResponse::revision),
         }
     }
 }

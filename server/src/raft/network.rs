@@ -21,7 +21,7 @@ use std::{
 };
 
 use openraft::{
-    error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable},
+    error::{InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable},
     network::{RPCOption, RaftNetwork, RaftNetworkFactory},
     raft::{
         AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -30,13 +30,19 @@ use openraft::{
 };
 use parking_lot::{Mutex, RwLock};
 use raftkv_proto::{raft_client::RaftClient, PeerMessage};
-use serde::{de::DeserializeOwned, Serialize};
+use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{decode, encode, Node, NodeId, TypeConfig};
 
 /// Wire version of the peer protocol (bumped on incompatible changes to openraft's message shapes).
 pub const PEER_PROTOCOL_VERSION: u32 = 1;
+
+/// Largest gRPC message between peers (both directions).
+pub const MAX_PEER_MESSAGE: usize = 64 << 20;
+
+/// Largest AppendEntries body sent; larger batches are split (openraft retries with fewer entries).
+const MAX_APPEND_BODY: usize = MAX_PEER_MESSAGE - (1 << 20);
 
 /// Partitions a node from chosen peers, for failure testing. Disabled = never blocks anything.
 #[derive(Default)]
@@ -139,9 +145,8 @@ enum Rpc {
 }
 
 impl PeerClient {
-    async fn call<Req, Resp, E>(&self, rpc: Rpc, req: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+    async fn call<Resp, E>(&self, rpc: Rpc, body: Vec<u8>, option: &RPCOption) -> RpcResult<Resp, E>
     where
-        Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
@@ -150,14 +155,15 @@ impl PeerClient {
             return Err(unreachable(format!("fault injection: node {} is partitioned", self.target)));
         }
         let channel = self.shared.channels.get(&self.addr).map_err(unreachable)?;
-        let mut client =
-            RaftClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
+        let mut client = RaftClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE);
         let msg = PeerMessage {
             from: self.shared.id,
             to: self.target,
             cluster_id: self.shared.cluster_id.load(Ordering::Relaxed),
             version: PEER_PROTOCOL_VERSION,
-            body: encode(req),
+            body,
         };
         let mut request = tonic::Request::new(msg);
         request.set_timeout(option.hard_ttl());
@@ -196,7 +202,13 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        self.call(Rpc::AppendEntries, &rpc, &option).await
+        let body = encode(&rpc);
+        if body.len() > MAX_APPEND_BODY && rpc.entries.len() > 1 {
+            // Ask openraft to resend with fewer entries rather than fail the same oversized batch forever.
+            let hint = (rpc.entries.len() as u64 / 2).max(1);
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
+        }
+        self.call(Rpc::AppendEntries, body, &option).await
     }
 
     async fn install_snapshot(
@@ -204,7 +216,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call(Rpc::InstallSnapshot, &rpc, &option).await
+        self.call(Rpc::InstallSnapshot, encode(&rpc), &option).await
     }
 
     async fn vote(
@@ -212,6 +224,6 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
-        self.call(Rpc::Vote, &rpc, &option).await
+        self.call(Rpc::Vote, encode(&rpc), &option).await
     }
 }

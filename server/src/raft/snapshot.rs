@@ -12,14 +12,24 @@
 //! `current.snap` and the directory fsynced: a crash leaves either the old or the new snapshot, never a torn one.
 //! Because the applied log id and membership live in the same file as the data, they are persisted atomically
 //! with it. A snapshot whose checksum does not match refuses start-up.
+//!
+//! Invariants:
+//! - saves are serialized, and a snapshot never replaces a newer one: a slow background build that finishes after
+//!   a newer snapshot was installed from the leader is dropped, not written over it;
+//! - the WAL is never purged past the durable snapshot while a snapshot from the leader is being installed
+//!   ([`DurableSnapshot`]): openraft issues the purge without waiting for the install, and a crash in between
+//!   would otherwise leave a log that starts after the last snapshot on disk.
 
 use std::{
     fs,
     io::Write,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use super::{decode, encode, LogId, SnapshotMeta, StoredMembership};
 use crate::{
@@ -42,27 +52,42 @@ pub struct SnapshotImage {
 #[derive(Clone, Debug)]
 pub struct SnapshotDir {
     dir: PathBuf,
+    /// The log id of the snapshot on disk; the lock also serializes saves.
+    saved: Arc<Mutex<Option<LogId>>>,
 }
 
 impl SnapshotDir {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create snapshot directory", e))?;
-        Ok(Self { dir })
+        // A crash mid-save leaves only a temporary file; it was never the snapshot.
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().ends_with(".tmp") {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(Self { dir, saved: Arc::new(Mutex::new(None)) })
     }
 
     fn path(&self) -> PathBuf {
         self.dir.join(FILE)
     }
 
-    /// Writes `meta` + `data` durably, replacing the previous snapshot.
-    pub fn save(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<()> {
+    /// Writes `meta` + `data` durably, replacing the previous snapshot. Returns false (and writes nothing) if the
+    /// snapshot on disk is already newer.
+    pub fn save(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<bool> {
+        let mut saved = self.saved.lock();
+        if *saved > meta.last_log_id {
+            return Ok(false);
+        }
         let meta_bytes = encode(meta);
         let mut body = Vec::with_capacity(4 + meta_bytes.len() + data.len());
         body.extend_from_slice(&(meta_bytes.len() as u32).to_le_bytes());
         body.extend_from_slice(&meta_bytes);
         body.extend_from_slice(data);
-        let tmp = self.dir.join(format!("{FILE}.tmp"));
+        let tmp = self.dir.join(format!("{FILE}.{}.tmp", meta.snapshot_id));
         let write = || -> std::io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(MAGIC)?;
@@ -72,7 +97,9 @@ impl SnapshotDir {
             fs::rename(&tmp, self.path())?;
             fs::File::open(&self.dir)?.sync_all()
         };
-        write().map_err(|e| Error::io(&self.path(), "write snapshot", e))
+        write().map_err(|e| Error::io(&self.path(), "write snapshot", e))?;
+        *saved = meta.last_log_id;
+        Ok(true)
     }
 
     /// Loads the current snapshot, if any.
@@ -97,10 +124,52 @@ impl SnapshotDir {
             return Err(corrupt("metadata length out of bounds"));
         }
         let meta: SnapshotMeta = decode(&body[4..4 + meta_len]).map_err(|e| corrupt(&format!("metadata: {e}")))?;
+        *self.saved.lock() = meta.last_log_id;
         Ok(Some((meta, body[4 + meta_len..].to_vec())))
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct GateState {
+    /// Log index covered by the snapshot on disk (0 = none).
+    durable: u64,
+    /// A snapshot from the leader is being received or installed.
+    receiving: bool,
+}
+
+/// Shared by the state machine (which makes snapshots durable) and the log store (which must not purge past them
+/// while an install is under way).
+#[derive(Clone)]
+pub struct DurableSnapshot {
+    tx: Arc<watch::Sender<GateState>>,
+}
+
+impl DurableSnapshot {
+    pub fn new(durable_index: u64) -> Self {
+        let (tx, _) = watch::channel(GateState { durable: durable_index, receiving: false });
+        Self { tx: Arc::new(tx) }
+    }
+
+    /// A snapshot covering `index` is on disk.
+    pub fn advance(&self, index: u64) {
+        self.tx.send_modify(|s| s.durable = s.durable.max(index));
+    }
+
+    pub fn set_receiving(&self, receiving: bool) {
+        self.tx.send_modify(|s| s.receiving = receiving);
+    }
+
+    pub fn durable_index(&self) -> u64 {
+        self.tx.borrow().durable
+    }
+
+    /// Waits, while a snapshot install is under way, until a snapshot covering `index` is on disk.
+    pub async fn wait_covers(&self, index: u64) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|s| !s.receiving || s.durable >= index).await;
     }
 }

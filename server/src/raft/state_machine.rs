@@ -28,7 +28,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::{
     decode, encode,
-    snapshot::{SnapshotDir, SnapshotImage},
+    snapshot::{DurableSnapshot, SnapshotDir, SnapshotImage},
     Command, CommandResponse, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 use crate::{
@@ -54,6 +54,7 @@ struct Shared {
     hub: WatchHub,
     seq: AtomicU64,
     metrics: Arc<Metrics>,
+    durable: DurableSnapshot,
 }
 
 /// Cheap to clone; every clone is the same state machine.
@@ -75,16 +76,20 @@ impl StateMachineStore {
                     path: snapshots.dir().join("current.snap"),
                     reason: e.to_string(),
                 })?;
-                let data = from_image(image);
-                assert_eq!(
-                    data.last_applied, meta.last_log_id,
-                    "snapshot metadata and content disagree on the last applied log id"
-                );
+                let corrupt = |reason: String| crate::error::Error::CorruptSnapshot {
+                    path: snapshots.dir().join("current.snap"),
+                    reason,
+                };
+                let data = from_image(image).map_err(corrupt)?;
+                if data.last_applied != meta.last_log_id {
+                    return Err(corrupt("metadata and content disagree on the last applied log id".into()));
+                }
                 (data, Some((meta, Arc::new(bytes))))
             }
             None => (StateMachineData::default(), None),
         };
         let hub = WatchHub::new(data.keyspace.revision(), watch_history);
+        let durable = DurableSnapshot::new(data.last_applied.map_or(0, |l| l.index));
         Ok(Self {
             shared: Arc::new(Shared {
                 data: RwLock::new(data),
@@ -93,6 +98,7 @@ impl StateMachineStore {
                 hub,
                 seq: AtomicU64::new(0),
                 metrics,
+                durable,
             }),
         })
     }
@@ -110,6 +116,22 @@ impl StateMachineStore {
 
     pub fn membership(&self) -> StoredMembership {
         self.shared.data.read().membership.clone()
+    }
+
+    /// The gate the log store uses to never purge past a snapshot that is not yet on disk.
+    pub fn durable_snapshot(&self) -> DurableSnapshot {
+        self.shared.durable.clone()
+    }
+
+    /// Replaces the current snapshot unless a newer one is already current.
+    fn set_current(&self, meta: &SnapshotMeta, bytes: Arc<Vec<u8>>) {
+        let mut cur = self.shared.current.lock();
+        if cur.as_ref().is_some_and(|(m, _)| m.last_log_id > meta.last_log_id) {
+            return;
+        }
+        *cur = Some((meta.clone(), bytes));
+        self.shared.durable.advance(meta.last_log_id.map_or(0, |l| l.index));
+        self.shared.metrics.snapshot_index.set(meta.last_log_id.map_or(0, |l| l.index) as i64);
     }
 
     pub fn watch_hub(&self) -> &WatchHub {
@@ -141,15 +163,53 @@ impl StateMachineStore {
                 hub.publish(ks.revision(), evs);
                 CommandResponse::Txn { revision: ks.revision(), succeeded, responses }
             }
+            Command::Batch(cmds) => {
+                CommandResponse::Batch(cmds.into_iter().map(|c| Self::apply_command(ks, hub, c)).collect())
+            }
         }
     }
 }
 
-fn from_image(image: SnapshotImage) -> StateMachineData {
-    StateMachineData {
+fn from_image(image: SnapshotImage) -> Result<StateMachineData, String> {
+    Ok(StateMachineData {
         last_applied: image.last_applied,
         membership: image.membership,
-        keyspace: KeySpace::from_image(image.keyspace),
+        keyspace: KeySpace::from_image(image.keyspace)?,
+    })
+}
+
+impl StateMachineStore {
+    /// Replaces the state machine with a snapshot received from the leader, after making it durable.
+    async fn install(&self, meta: &SnapshotMeta, bytes: Vec<u8>) -> Result<(), StorageError> {
+        let bad = |e: String| -> StorageError {
+            openraft::StorageIOError::read_snapshot(Some(meta.signature()), openraft::AnyError::error(e)).into()
+        };
+        let image: SnapshotImage = decode(&bytes).map_err(|e| bad(e.to_string()))?;
+        let data = from_image(image).map_err(bad)?;
+        if data.last_applied != meta.last_log_id {
+            return Err(bad(format!(
+                "snapshot content is at {:?} but its metadata says {:?}",
+                data.last_applied, meta.last_log_id
+            )));
+        }
+        let shared = self.shared.clone();
+        let meta2 = meta.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            shared.snapshots.save(&meta2, &bytes).map(|_| bytes).map_err(|e| {
+                openraft::StorageIOError::write_snapshot(
+                    Some(meta2.signature()),
+                    openraft::AnyError::error(e.to_string()),
+                )
+            })
+        })
+        .await
+        .map_err(io_err)??;
+        let revision = data.keyspace.revision();
+        *self.shared.data.write() = data;
+        self.shared.hub.reset(revision);
+        self.set_current(meta, Arc::new(bytes));
+        tracing::info!(snapshot = %meta.snapshot_id, revision, "installed snapshot from leader");
+        Ok(())
     }
 }
 
@@ -167,23 +227,27 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership.clone(), snapshot_id };
         let shared = self.shared.clone();
         let meta2 = meta.clone();
-        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, StorageError> {
+        let bytes = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, bool), StorageError> {
             let image = SnapshotImage { last_applied, membership, keyspace: data.keyspace.to_image() };
             let bytes = encode(&image);
-            shared.snapshots.save(&meta2, &bytes).map_err(|e| {
+            let saved = shared.snapshots.save(&meta2, &bytes).map_err(|e| {
                 openraft::StorageIOError::write_snapshot(
                     Some(meta2.signature()),
                     openraft::AnyError::error(e.to_string()),
                 )
             })?;
-            Ok(bytes)
+            Ok((bytes, saved))
         })
         .await
         .map_err(io_err)??;
+        let (bytes, saved) = bytes;
         let bytes = Arc::new(bytes);
-        *self.shared.current.lock() = Some((meta.clone(), bytes.clone()));
-        self.shared.metrics.snapshot_index.set(meta.last_log_id.map_or(0, |l| l.index) as i64);
-        tracing::info!(snapshot = %meta.snapshot_id, bytes = bytes.len(), "built snapshot");
+        if saved {
+            self.set_current(&meta, bytes.clone());
+            tracing::info!(snapshot = %meta.snapshot_id, bytes = bytes.len(), "built snapshot");
+        } else {
+            tracing::info!(snapshot = %meta.snapshot_id, "dropped a snapshot build overtaken by a newer snapshot");
+        }
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes.as_ref().clone())) })
     }
 }
@@ -235,6 +299,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        self.shared.durable.set_receiving(true);
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -243,34 +308,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
-        let bytes = snapshot.into_inner();
-        let image: SnapshotImage = decode(&bytes).map_err(|e| {
-            openraft::StorageIOError::read_snapshot(Some(meta.signature()), openraft::AnyError::error(e.to_string()))
-        })?;
-        let data = from_image(image);
-        assert_eq!(
-            data.last_applied, meta.last_log_id,
-            "received snapshot's content and metadata disagree on the last applied log id"
-        );
-        let shared = self.shared.clone();
-        let meta2 = meta.clone();
-        let bytes = tokio::task::spawn_blocking(move || {
-            shared.snapshots.save(&meta2, &bytes).map(|_| bytes).map_err(|e| {
-                openraft::StorageIOError::write_snapshot(
-                    Some(meta2.signature()),
-                    openraft::AnyError::error(e.to_string()),
-                )
-            })
-        })
-        .await
-        .map_err(io_err)??;
-        let revision = data.keyspace.revision();
-        *self.shared.data.write() = data;
-        self.shared.hub.reset(revision);
-        *self.shared.current.lock() = Some((meta.clone(), Arc::new(bytes)));
-        self.shared.metrics.snapshot_index.set(meta.last_log_id.map_or(0, |l| l.index) as i64);
-        tracing::info!(snapshot = %meta.snapshot_id, revision, "installed snapshot from leader");
-        Ok(())
+        let res = self.install(meta, snapshot.into_inner()).await;
+        self.shared.durable.set_receiving(false);
+        res
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
