@@ -70,6 +70,8 @@ pub struct NodeConfig {
     pub cors_origins: Vec<String>,
     /// Enables the partition hook (for `raftkv cluster` and tests).
     pub fault_injection: bool,
+    /// Write batches proposed but not yet applied, at most (see `raft::proposer`).
+    pub proposals_in_flight: usize,
 }
 
 impl NodeConfig {
@@ -90,6 +92,7 @@ impl NodeConfig {
             wal_segment_bytes: 64 << 20,
             cors_origins: Vec::new(),
             fault_injection: false,
+            proposals_in_flight: crate::raft::proposer::DEFAULT_IN_FLIGHT,
         }
     }
 

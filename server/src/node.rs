@@ -146,7 +146,7 @@ pub async fn run(
         id: config.id,
         addr: config.advertise.clone(),
         raft: raft.clone(),
-        proposer: crate::raft::proposer::Proposer::start(raft.clone()),
+        proposer: crate::raft::proposer::Proposer::start(raft.clone(), config.proposals_in_flight),
         state_machine: state_machine.clone(),
         log_store: log_store.clone(),
         network: network.clone(),

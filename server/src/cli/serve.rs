@@ -65,6 +65,9 @@ pub struct ServeArgs {
     /// Enable the partition hook on the HTTP port (testing only).
     #[arg(long, env = "RAFTKV_FAULT_INJECTION")]
     pub fault_injection: bool,
+    /// Write batches in flight at once on the leader (more = more parallelism, smaller batches).
+    #[arg(long, env = "RAFTKV_PROPOSALS_IN_FLIGHT", default_value_t = raftkv::raft::proposer::DEFAULT_IN_FLIGHT)]
+    pub proposals_in_flight: usize,
 }
 
 impl ServeArgs {
@@ -92,6 +95,7 @@ impl ServeArgs {
         c.watch_history = self.watch_history;
         c.cors_origins = self.cors_origin.clone();
         c.fault_injection = self.fault_injection;
+        c.proposals_in_flight = self.proposals_in_flight;
         c.validate()?;
         Ok(c)
     }

@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{Command, CommandResponse, Node, NodeId, Raft};
 
-/// Batches in flight at once: one being made durable while the next fills up.
-const MAX_IN_FLIGHT: usize = 2;
+/// Batches in flight at once by default: one being made durable while the next fills up.
+pub const DEFAULT_IN_FLIGHT: usize = 2;
 /// Upper bounds of one batch.
 const MAX_BATCH_COMMANDS: usize = 1024;
 const MAX_BATCH_BYTES: usize = 8 << 20;
@@ -45,9 +45,10 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    pub fn start(raft: Raft) -> Self {
+    /// Starts the batching task; at most `in_flight` batches are proposed and not yet applied at once.
+    pub fn start(raft: Raft, in_flight: usize) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx));
+        tokio::spawn(run(raft, rx, in_flight.max(1)));
         Self { tx }
     }
 
@@ -67,8 +68,8 @@ fn size_of(cmd: &Command) -> usize {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>, in_flight: usize) {
+    let slots = Arc::new(Semaphore::new(in_flight));
     while let Some(first) = rx.recv().await {
         // Waiting for a slot is what lets the next batch fill up.
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
