@@ -86,8 +86,8 @@ impl LocalCluster {
     pub fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
         let exe = std::env::current_exe().context("locating the raftkv executable")?;
         let n = self.nodes.get_mut(&id).with_context(|| format!("no node {id}"))?;
-        let log = fs::OpenOptions::new().create(true).append(true).open(&n.log)?;
-        let mut cmd = Command::new(exe);
+        let mut log = fs::OpenOptions::new().create(true).append(true).open(&n.log)?;
+        let mut cmd = Command::new(&exe);
         cmd.arg("serve")
             .args(["--id", &id.to_string(), "--listen", &n.addr, "--http", &n.http])
             .arg("--data-dir")
@@ -96,7 +96,7 @@ impl LocalCluster {
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log);
+            .stderr(log.try_clone()?);
         // SAFETY: prctl is async-signal-safe; it asks the kernel to SIGKILL the child if we die.
         unsafe {
             use std::os::unix::process::CommandExt;
@@ -105,6 +105,12 @@ impl LocalCluster {
                 Ok(())
             });
         }
+        // The exact command line heads each run's log, so a person can restart a node by hand.
+        let line: Vec<String> = std::iter::once(exe.display().to_string())
+            .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
+            .collect();
+        use std::io::Write as _;
+        writeln!(log, "# {}", line.join(" "))?;
         n.child = Some(cmd.spawn().context("starting raftkv serve")?);
         Ok(())
     }

@@ -112,3 +112,37 @@ async fn eventually_ready(http: &str) {
     })
     .await
 }
+
+/// What `grpcurl -plaintext ADDR list` does: server reflection lists every service; the health service answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_and_health() {
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+        server_reflection_response::MessageResponse, ServerReflectionRequest,
+    };
+    let cluster = TestCluster::start(1);
+    cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let channel = cluster.client().channel(&cluster.addr(1)).unwrap();
+    let mut refl = ServerReflectionClient::new(channel.clone());
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+        panic!("unexpected {resp:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in ["raftkv.v1.KV", "raftkv.v1.Cluster", "raftkv.v1.Raft", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == want), "reflection lacks {want}: {names:?}");
+    }
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let r = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "raftkv.v1.KV".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+}
