@@ -51,7 +51,7 @@ pub enum Output {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run one raftkv node.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Start a local cluster of child processes on 127.0.0.1 (the quickest way to try raftkv).
     Cluster(crate::cluster::ClusterArgs),
     /// Write a key.
