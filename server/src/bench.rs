@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::ValueEnum;
 use hdrhistogram::Histogram;
 use raftkv::{client::Client, keyspace::KeySpace};
@@ -352,7 +352,18 @@ async fn find_leader(client: &Client) -> anyhow::Result<String> {
     }
 }
 
+/// A free loopback port below the ephemeral range (so no outgoing connection can take it before a node binds it),
+/// distinct from every port this process handed out before.
 pub fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.port())
+    use rand::Rng;
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..10_000 {
+        let port = rand::rng().random_range(20_000..32_000);
+        if !handed.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.push(port);
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port found in 20000..32000")
 }

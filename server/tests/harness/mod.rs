@@ -24,8 +24,26 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_raftkv");
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// A free loopback port for a node to listen on.
+///
+/// Chosen below the kernel's ephemeral range (where outgoing connections get their local ports, so a port that is
+/// free now could be taken by a node's own client socket before the node binds it), never handed out twice by
+/// this process, and checked to be bindable right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use rand::Rng;
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = rand::rng();
+    loop {
+        let port = rng.random_range(20_000..32_000);
+        if handed.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.push(port);
+            return port;
+        }
+    }
 }
 
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
