@@ -264,7 +264,16 @@ async fn join_cluster(endpoint: String, id: u64, addr: String, stopped: impl Fut
                     return;
                 }
                 Err(e) if e.code() == tonic::Code::FailedPrecondition && e.message().contains("already exists") => {
-                    tracing::info!("already a member of the cluster");
+                    // Only fine if the existing member is this node at this address.
+                    if e.message().contains(&format!("(at {addr},")) {
+                        tracing::info!("already a member of the cluster");
+                    } else {
+                        tracing::error!(
+                            "member id {id} already exists with another address: {}; remove it first \
+                             (raftkv members remove {id}) or pick another --id",
+                            e.message()
+                        );
+                    }
                     return;
                 }
                 Err(e) => tracing::warn!(%endpoint, "joining the cluster: {}; retrying", e.message()),

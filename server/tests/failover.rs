@@ -103,3 +103,34 @@ async fn paused_leader_is_replaced_and_does_not_serve_stale_reads() {
     cluster.wait_applied(leader, commit, Duration::from_secs(10)).await;
     assert_eq!(cluster.local_get(leader, "k").await.as_deref(), Some(&b"v2"[..]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_quorum_is_unavailable_not_a_hang() {
+    let mut cluster = TestCluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
+    cluster.client().put("before", "1").await.unwrap();
+    let survivor = (1..=3).find(|i| *i != leader).unwrap();
+    for id in (1..=3).filter(|i| *i != survivor) {
+        cluster.kill(id);
+    }
+    let c = raftkv::client::Client::new(vec![cluster.addr(survivor)], Duration::from_secs(3));
+    let started = Instant::now();
+    let err = c.put("during", "x").await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(6), "the deadline was honoured ({:?})", started.elapsed());
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("no leader") || err.message().contains("unreachable"),
+        "the message says why: {err:?}"
+    );
+    // A serializable read still works on the lone node; a linearizable one cannot.
+    assert_eq!(c.get("before", true).await.unwrap().kv.unwrap().value, b"1");
+    assert!(c.get("before", false).await.is_err());
+
+    // Quorum back: writes work again and nothing was lost.
+    let back = (1..=3).find(|i| *i != survivor).unwrap();
+    cluster.spawn(back);
+    cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let c = cluster.client_of(&cluster.running());
+    c.put("after", "2").await.unwrap();
+    assert_eq!(c.get("before", false).await.unwrap().kv.unwrap().value, b"1");
+}

@@ -77,7 +77,8 @@ impl ApiContext {
         }
     }
 
-    /// The deadline of a request: the client's `grpc-timeout`, or the server default.
+    /// The deadline of a request: the client's `grpc-timeout`, or the server default — less a small margin, so
+    /// the server answers with its precise error (no leader, ...) before the client gives up on its own.
     pub fn deadline<T>(&self, req: &tonic::Request<T>) -> Instant {
         let timeout = req
             .metadata()
@@ -86,7 +87,8 @@ impl ApiContext {
             .and_then(parse_grpc_timeout)
             .unwrap_or(self.default_timeout)
             .min(MAX_REQUEST_TIMEOUT);
-        Instant::now() + timeout
+        let margin = (timeout / 10).min(Duration::from_millis(200));
+        Instant::now() + (timeout - margin)
     }
 
     /// The current leader as (id, address), if known.
