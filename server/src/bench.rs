@@ -26,10 +26,8 @@ use raftkv::{client::Client, keyspace::KeySpace};
 use raftkv_proto::{self as pb, kv_client::KvClient};
 use tonic::transport::Channel;
 
-use crate::{
-    cli::{print_table, Cli, Output},
-    cluster::LocalCluster,
-};
+use crate::cli::{print_table, Cli, Output};
+use raftkv::local_cluster::LocalCluster;
 
 #[derive(Copy, Clone, PartialEq, Eq, ValueEnum, Debug)]
 pub enum Workload {
@@ -265,7 +263,8 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> anyhow::Result<ExitCode> {
             let dir = tempfile::Builder::new().prefix("raftkv-bench-").tempdir()?;
             let ports: Vec<(u16, u16)> =
                 (0..3).map(|_| Ok((free_port()?, free_port()?))).collect::<anyhow::Result<_>>()?;
-            let mut c = LocalCluster::start(&ports, dir.path(), &[])?;
+            let exe = std::env::current_exe()?;
+            let mut c = LocalCluster::start(&exe, &ports, dir.path(), &[])?;
             c.wait_for_leader(Duration::from_secs(30)).await?;
             let eps = c.endpoints();
             _local = Some((c, dir));

@@ -72,6 +72,9 @@ pub struct NodeConfig {
     pub fault_injection: bool,
     /// Write batches proposed but not yet applied, at most (see `raft::proposer`).
     pub proposals_in_flight: usize,
+    /// DELIBERATELY BROKEN: serve linearizable reads from the local state machine, without confirming leadership.
+    /// Exists only so the chaos suite can prove its checker catches stale reads. Never use it.
+    pub unsafe_local_reads: bool,
 }
 
 impl NodeConfig {
@@ -93,6 +96,7 @@ impl NodeConfig {
             cors_origins: Vec::new(),
             fault_injection: false,
             proposals_in_flight: crate::raft::proposer::DEFAULT_IN_FLIGHT,
+            unsafe_local_reads: false,
         }
     }
 

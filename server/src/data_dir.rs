@@ -84,7 +84,7 @@ impl DataDir {
                     .filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     // A crash during the very first start can leave these; they are ours.
-                    .filter(|n| n != "LOCK" && n != "meta.json.tmp")
+                    .filter(|n| n != "LOCK" && n != "meta.json.tmp" && n != "wal-synced-marker")
                     .collect();
                 if !foreign.is_empty() {
                     return Err(Error::Config(format!(

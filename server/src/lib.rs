@@ -22,6 +22,7 @@
 //! - [`http`]: metrics, health, readiness, status JSON, fault injection.
 //! - [`node`]: wiring it together; `run(config, listeners, shutdown)`.
 //! - [`client`]: the retrying client used by the CLI, bench and tests.
+//! - [`local_cluster`]: child `raftkv serve` processes on loopback (`raftkv cluster`, bench, chaos suite).
 //! - [`error`]: the crate's error type.
 
 pub mod api;
@@ -31,6 +32,7 @@ pub mod data_dir;
 pub mod error;
 pub mod http;
 pub mod keyspace;
+pub mod local_cluster;
 pub mod metrics;
 pub mod node;
 pub mod raft;

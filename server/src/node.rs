@@ -97,6 +97,9 @@ pub async fn run(
         m.fsync_seconds.observe(d.as_secs_f64());
         m.fsync_batch_records.observe(records as f64);
     }));
+    if config.fault_injection {
+        wal_opts.synced_marker = Some(data_dir.path().join("wal-synced-marker"));
+    }
     let (wal, report) = Wal::open(wal_opts)?;
     if let Some(torn) = &report.torn_tail {
         tracing::warn!(?torn, "WAL had a torn tail (a write cut short by a crash); it was cut off");
@@ -153,6 +156,7 @@ pub async fn run(
         metrics: metrics.clone(),
         limits: config.limits,
         default_timeout: config.request_timeout,
+        unsafe_local_reads: config.unsafe_local_reads,
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -127,7 +127,7 @@ impl Kv for KvService {
             let route = ctx.route(&req);
             let msg = req.into_inner();
             ctx.limits.check_key(&msg.key)?;
-            if !msg.serializable {
+            if !msg.serializable && !ctx.unsafe_local_reads {
                 if let Route::Leader(addr) = route {
                     let r = ctx.kv_client(&addr)?.get(ctx.forward_request(msg, deadline)).await;
                     return r.map(Response::into_inner).map_err(|s| forwarded(s, &addr));
@@ -170,7 +170,7 @@ impl Kv for KvService {
             let route = ctx.route(&req);
             let msg = req.into_inner();
             let query = convert::range_query(&ctx.limits, &msg)?;
-            if !msg.serializable {
+            if !msg.serializable && !ctx.unsafe_local_reads {
                 if let Route::Leader(addr) = route {
                     let r = ctx.kv_client(&addr)?.range(ctx.forward_request(msg, deadline)).await;
                     return r.map(Response::into_inner).map_err(|s| forwarded(s, &addr));

@@ -56,6 +56,8 @@ pub struct ApiContext {
     pub limits: Limits,
     /// Used when the client sent no deadline.
     pub default_timeout: Duration,
+    /// DELIBERATELY BROKEN mode for the chaos suite's self-test (see `NodeConfig::unsafe_local_reads`).
+    pub unsafe_local_reads: bool,
 }
 
 impl ApiContext {

@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// Write batches in flight at once on the leader (more = more parallelism, smaller batches).
     #[arg(long, env = "RAFTKV_PROPOSALS_IN_FLIGHT", default_value_t = raftkv::raft::proposer::DEFAULT_IN_FLIGHT)]
     pub proposals_in_flight: usize,
+    /// DELIBERATELY BROKEN: linearizable reads served locally without confirming leadership. Only for the chaos
+    /// suite's self-test, which must catch the stale reads this causes.
+    #[arg(long, hide = true)]
+    pub unsafe_local_reads: bool,
 }
 
 impl ServeArgs {
@@ -96,6 +100,7 @@ impl ServeArgs {
         c.cors_origins = self.cors_origin.clone();
         c.fault_injection = self.fault_injection;
         c.proposals_in_flight = self.proposals_in_flight;
+        c.unsafe_local_reads = self.unsafe_local_reads;
         c.validate()?;
         Ok(c)
     }

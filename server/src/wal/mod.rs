@@ -125,12 +125,15 @@ pub struct WalOptions {
     pub segment_bytes: u64,
     /// Called from the flusher thread after every group fsync.
     pub on_fsync: Option<FsyncHook>,
+    /// Fault-injection aid: before each group fsync, write "SEGMENT_FILE_NAME OFFSET" (the point the sync will
+    /// cover) to this file, so a test harness can cut off exactly the unsynced tail after a kill -9.
+    pub synced_marker: Option<PathBuf>,
 }
 
 impl WalOptions {
     /// Options with default settings for a WAL in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        WalOptions { dir: dir.into(), segment_bytes: DEFAULT_SEGMENT_BYTES, on_fsync: None }
+        WalOptions { dir: dir.into(), segment_bytes: DEFAULT_SEGMENT_BYTES, on_fsync: None, synced_marker: None }
     }
 }
 
@@ -140,6 +143,7 @@ impl fmt::Debug for WalOptions {
             .field("dir", &self.dir)
             .field("segment_bytes", &self.segment_bytes)
             .field("on_fsync", &self.on_fsync.as_ref().map(|_| "<hook>"))
+            .field("synced_marker", &self.synced_marker)
             .finish()
     }
 }
@@ -178,6 +182,7 @@ struct Core {
     dir: PathBuf,
     segment_bytes: u64,
     on_fsync: Option<FsyncHook>,
+    synced_marker: Option<PathBuf>,
     inner: Mutex<Inner>,
     /// Signalled when there is something for the flusher to do.
     wake_flusher: Condvar,
@@ -271,6 +276,7 @@ impl Wal {
             dir: opts.dir.clone(),
             segment_bytes: opts.segment_bytes,
             on_fsync: opts.on_fsync,
+            synced_marker: opts.synced_marker,
             inner: Mutex::new(Inner {
                 state: recovered.state,
                 segments: recovered.segments.into(),
@@ -764,7 +770,13 @@ fn run_flusher(core: Arc<Core>) {
             let target = inner.write_seq;
             let records = inner.records_written;
             let file = Arc::clone(&inner.active().file);
+            let covered = inner.active().len;
             drop(inner);
+            if let Some(marker) = &core.synced_marker {
+                // Written before the sync, so the marker never lags behind what is durable.
+                let name = file.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let _ = std::fs::write(marker, format!("{name} {covered}\n"));
+            }
             let started = Instant::now();
             let result = file.sync_data();
             let took = started.elapsed();

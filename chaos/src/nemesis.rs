@@ -1,0 +1,167 @@
+//! Faults injected while the clients run, each on a schedule: kill -9 the leader or a follower, pause the leader
+//! (SIGSTOP/SIGCONT), partition the leader from its peers, restart the whole cluster, and kill a node while also
+//! throwing away the part of its WAL that was not yet fsynced (what a power cut does to the page cache).
+
+use std::{
+    fs,
+    path::Path,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use clap::ValueEnum;
+use raftkv::{client::Client, local_cluster::LocalCluster};
+use rand::{rngs::StdRng, Rng};
+
+use crate::{record::Recorder, workload::Incarnations};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Nemesis {
+    KillLeader,
+    KillFollower,
+    PauseLeader,
+    PartitionLeader,
+    RestartAll,
+    LoseUnsyncedTail,
+}
+
+impl Nemesis {
+    pub const ALL: [Nemesis; 6] = [
+        Nemesis::KillLeader,
+        Nemesis::KillFollower,
+        Nemesis::PauseLeader,
+        Nemesis::PartitionLeader,
+        Nemesis::RestartAll,
+        Nemesis::LoseUnsyncedTail,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Nemesis::KillLeader => "kill-leader",
+            Nemesis::KillFollower => "kill-follower",
+            Nemesis::PauseLeader => "pause-leader",
+            Nemesis::PartitionLeader => "partition-leader",
+            Nemesis::RestartAll => "restart-all",
+            Nemesis::LoseUnsyncedTail => "lose-unsynced-tail",
+        }
+    }
+}
+
+/// The node most nodes currently name as leader.
+pub async fn current_leader(cluster: &LocalCluster) -> Option<u64> {
+    let client = Client::new(cluster.endpoints(), Duration::from_millis(500));
+    let mut votes = std::collections::BTreeMap::<u64, usize>::new();
+    for (_, s) in client.status_all().await {
+        if let Ok(s) = s {
+            if s.leader_id != 0 {
+                *votes.entry(s.leader_id).or_default() += 1;
+            }
+        }
+    }
+    votes.into_iter().max_by_key(|(_, n)| *n).map(|(id, _)| id)
+}
+
+fn restart(cluster: &mut LocalCluster, inc: &Incarnations, id: u64) -> anyhow::Result<()> {
+    inc[id as usize - 1].fetch_add(1, Ordering::SeqCst);
+    cluster.spawn(id)?;
+    Ok(())
+}
+
+/// Cuts the tail of node `id`'s newest WAL segment that its last fsync did not cover. Returns bytes dropped.
+fn drop_unsynced_tail(data_dir: &Path) -> anyhow::Result<u64> {
+    let marker = fs::read_to_string(data_dir.join("wal-synced-marker")).unwrap_or_default();
+    let mut parts = marker.split_whitespace();
+    let (Some(name), Some(offset)) = (parts.next(), parts.next().and_then(|o| o.parse::<u64>().ok())) else {
+        return Ok(0);
+    };
+    let wal = data_dir.join("wal");
+    let mut segments: Vec<_> = fs::read_dir(&wal)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    segments.sort();
+    let Some(last) = segments.last() else { return Ok(0) };
+    // Only the segment the marker names, and only if nothing rolled after it (a roll syncs everything).
+    if last.file_name().is_none_or(|n| n.to_string_lossy() != name) {
+        return Ok(0);
+    }
+    let len = fs::metadata(last)?.len();
+    if len <= offset {
+        return Ok(0);
+    }
+    fs::OpenOptions::new().write(true).open(last)?.set_len(offset)?;
+    Ok(len - offset)
+}
+
+/// Applies one fault and heals it after `hold`.
+pub async fn inject(
+    nemesis: Nemesis,
+    cluster: &mut LocalCluster,
+    rec: &Arc<Recorder>,
+    inc: &Incarnations,
+    rng: &mut StdRng,
+    hold: Duration,
+) -> anyhow::Result<()> {
+    let start = rec.now();
+    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+    let leader = current_leader(cluster).await;
+    let pick_other = |rng: &mut StdRng, not: Option<u64>| {
+        let others: Vec<u64> = ids.iter().copied().filter(|i| Some(*i) != not).collect();
+        others[rng.random_range(0..others.len())]
+    };
+    match nemesis {
+        Nemesis::KillLeader | Nemesis::KillFollower => {
+            let target = match nemesis {
+                Nemesis::KillLeader => leader.unwrap_or_else(|| pick_other(rng, None)),
+                _ => pick_other(rng, leader),
+            };
+            cluster.kill(target);
+            tokio::time::sleep(hold).await;
+            restart(cluster, inc, target)?;
+            rec.fault(nemesis.name(), vec![target], start, "kill -9, then restart".into());
+        }
+        Nemesis::PauseLeader => {
+            let target = leader.unwrap_or_else(|| pick_other(rng, None));
+            cluster.signal(target, libc::SIGSTOP);
+            tokio::time::sleep(hold).await;
+            cluster.signal(target, libc::SIGCONT);
+            rec.fault(nemesis.name(), vec![target], start, "SIGSTOP, then SIGCONT".into());
+        }
+        Nemesis::PartitionLeader => {
+            let target = leader.unwrap_or_else(|| pick_other(rng, None));
+            let others: Vec<u64> = ids.iter().copied().filter(|i| *i != target).collect();
+            cluster.partition(target, &others).await?;
+            for o in &others {
+                cluster.partition(*o, &[target]).await?;
+            }
+            tokio::time::sleep(hold).await;
+            for id in &ids {
+                cluster.partition(*id, &[]).await?;
+            }
+            rec.fault(nemesis.name(), vec![target], start, format!("cut off from {others:?}, then healed"));
+        }
+        Nemesis::RestartAll => {
+            for id in &ids {
+                cluster.kill(*id);
+            }
+            for id in &ids {
+                restart(cluster, inc, *id)?;
+            }
+            rec.fault(nemesis.name(), ids.clone(), start, "kill -9 every node, restart all".into());
+        }
+        Nemesis::LoseUnsyncedTail => {
+            let target = pick_other(rng, None);
+            cluster.kill(target);
+            let dropped = drop_unsynced_tail(&cluster.nodes[&target].data_dir)?;
+            tokio::time::sleep(hold / 2).await;
+            restart(cluster, inc, target)?;
+            rec.fault(
+                nemesis.name(),
+                vec![target],
+                start,
+                format!("kill -9, dropped {dropped} unsynced WAL bytes, restart"),
+            );
+        }
+    }
+    Ok(())
+}
