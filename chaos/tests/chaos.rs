@@ -77,3 +77,15 @@ fn a_server_serving_stale_reads_is_caught() {
     assert!(!o.status.success());
     assert!(out.path().join("report.txt").exists() && out.path().join("history.json").exists());
 }
+
+#[test]
+fn five_nodes_short_run_finds_no_violation() {
+    let out = tempfile::tempdir().unwrap();
+    let (o, stdout) =
+        chaos(&["--nodes", "5", "--duration", "25s", "--seed", "11", "--hold", "2s", "--interval", "1s"], out.path());
+    let (ops, faults, violations) = summary(&stdout);
+    assert!(ops > 200, "the run itself failed or did too little (see stderr above): {ops}");
+    assert!(faults >= 5);
+    assert_eq!(violations, 0, "violations found; see the report above");
+    assert!(o.status.success());
+}

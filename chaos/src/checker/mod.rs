@@ -28,6 +28,9 @@
 //! writes (each may take effect at any later point or never) of values that are read again and
 //! again: give every put a unique value, so that reads identify writes.
 
+// The module docs walk through the private search machinery on purpose: they are for readers of this code.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod history;
 pub mod linearizability;
 mod memo;
