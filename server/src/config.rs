@@ -75,6 +75,8 @@ pub struct NodeConfig {
     /// DELIBERATELY BROKEN: serve linearizable reads from the local state machine, without confirming leadership.
     /// Exists only so the chaos suite can prove its checker catches stale reads. Never use it.
     pub unsafe_local_reads: bool,
+    /// Shared secret every peer must present on Raft RPCs (None = peers are not authenticated).
+    pub peer_secret: Option<String>,
 }
 
 impl NodeConfig {
@@ -97,6 +99,7 @@ impl NodeConfig {
             fault_injection: false,
             proposals_in_flight: crate::raft::proposer::DEFAULT_IN_FLIGHT,
             unsafe_local_reads: false,
+            peer_secret: None,
         }
     }
 
@@ -132,6 +135,13 @@ impl NodeConfig {
             || self.raft.election_timeout_max <= self.raft.election_timeout_min
         {
             return Err(Error::Config("need heartbeat < election timeout min < election timeout max".into()));
+        }
+        if let Some(secret) = &self.peer_secret {
+            if secret.len() < 8 || !secret.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+                return Err(Error::Config(
+                    "--peer-secret must be at least 8 printable ASCII characters, no spaces".into(),
+                ));
+            }
         }
         if self.raft.snapshot_every == 0 {
             return Err(Error::Config("--snapshot-every must be positive".into()));

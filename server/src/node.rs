@@ -117,7 +117,11 @@ pub async fn run(
         cluster_id: AtomicU64::new(data_dir.cluster_id()),
         channels: PeerChannels::default(),
         faults: FaultInjector::new(config.fault_injection),
+        peer_secret: config.peer_secret.clone(),
     });
+    if config.unsafe_local_reads {
+        tracing::warn!("UNSAFE: --unsafe-local-reads serves linearizable reads locally; reads may be stale");
+    }
     let data_dir = Arc::new(Mutex::new(data_dir));
 
     let raft = Raft::new(

@@ -3,7 +3,8 @@
 //! Separate from the public services on purpose. Each message names its sender, its intended receiver and the
 //! cluster; a node refuses a message meant for another node id or another cluster (`FAILED_PRECONDITION`), so a
 //! mis-wired address or a data directory copied between nodes cannot corrupt a log. A node that joins an existing
-//! cluster learns the cluster id from its first peer message and records it.
+//! cluster learns the cluster id from its first peer message and records it. With `--peer-secret`, callers must
+//! also present the cluster's shared secret (`UNAUTHENTICATED` otherwise): the service shares the client port.
 
 use std::sync::{atomic::Ordering, Arc};
 
@@ -23,6 +24,20 @@ pub struct PeerService {
 impl PeerService {
     pub fn new(raft: Raft, network: Arc<NetworkShared>, on_cluster_id: Arc<dyn Fn(u64) + Send + Sync>) -> Self {
         Self { raft, network, on_cluster_id }
+    }
+
+    /// Refuses callers without the cluster's peer secret (when one is configured).
+    fn authenticate<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let Some(secret) = &self.network.peer_secret else { return Ok(()) };
+        let given = req.metadata().get(crate::raft::network::PEER_SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or(&[]);
+        // Constant-time comparison: no timing hint about how much of a guess was right.
+        let ok = given.len() == secret.len()
+            && given.iter().zip(secret.as_bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        if ok {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated("peer RPCs need the cluster's peer secret"))
+        }
     }
 
     fn check(&self, msg: &PeerMessage) -> Result<(), Status> {
@@ -78,6 +93,7 @@ impl PeerService {
 #[tonic::async_trait]
 impl RaftRpc for PeerService {
     async fn vote(&self, req: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+        self.authenticate(&req)?;
         let msg = req.into_inner();
         self.check(&msg)?;
         let res = self.raft.vote(Self::body(&msg)?).await;
@@ -85,6 +101,7 @@ impl RaftRpc for PeerService {
     }
 
     async fn append_entries(&self, req: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+        self.authenticate(&req)?;
         let msg = req.into_inner();
         self.check(&msg)?;
         let res = self.raft.append_entries(Self::body(&msg)?).await;
@@ -92,6 +109,7 @@ impl RaftRpc for PeerService {
     }
 
     async fn install_snapshot(&self, req: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+        self.authenticate(&req)?;
         let msg = req.into_inner();
         self.check(&msg)?;
         let res = self.raft.install_snapshot(Self::body(&msg)?).await;

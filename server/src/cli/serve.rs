@@ -72,6 +72,10 @@ pub struct ServeArgs {
     /// suite's self-test, which must catch the stale reads this causes.
     #[arg(long, hide = true)]
     pub unsafe_local_reads: bool,
+    /// Shared secret peers must present on Raft RPCs (the peer service shares the client port). Set the same
+    /// value on every node; prefer the environment variable over the flag so it stays out of `ps`.
+    #[arg(long, env = "RAFTKV_PEER_SECRET", hide_env_values = true)]
+    pub peer_secret: Option<String>,
 }
 
 impl ServeArgs {
@@ -101,6 +105,7 @@ impl ServeArgs {
         c.fault_injection = self.fault_injection;
         c.proposals_in_flight = self.proposals_in_flight;
         c.unsafe_local_reads = self.unsafe_local_reads;
+        c.peer_secret = self.peer_secret.clone().filter(|s| !s.is_empty());
         c.validate()?;
         Ok(c)
     }

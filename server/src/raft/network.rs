@@ -112,7 +112,13 @@ pub struct NetworkShared {
     pub cluster_id: AtomicU64,
     pub channels: PeerChannels,
     pub faults: FaultInjector,
+    /// Shared secret peers present on every Raft RPC (`x-raftkv-peer-secret`); None = peers are not
+    /// authenticated (fine on a trusted network or loopback).
+    pub peer_secret: Option<String>,
 }
+
+/// Metadata key carrying the peer secret.
+pub const PEER_SECRET_HEADER: &str = "x-raftkv-peer-secret";
 
 /// openraft's network factory: one [`PeerClient`] per target.
 #[derive(Clone)]
@@ -167,6 +173,10 @@ impl PeerClient {
         };
         let mut request = tonic::Request::new(msg);
         request.set_timeout(option.hard_ttl());
+        if let Some(secret) = &self.shared.peer_secret {
+            let v = secret.parse().map_err(|_| unreachable("the peer secret is not a valid header value".into()))?;
+            request.metadata_mut().insert(PEER_SECRET_HEADER, v);
+        }
         let reply = match rpc {
             Rpc::Vote => client.vote(request).await,
             Rpc::AppendEntries => client.append_entries(request).await,
