@@ -37,8 +37,8 @@ impl Default for RaftTuning {
     fn default() -> Self {
         Self {
             heartbeat: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(500),
-            election_timeout_max: Duration::from_millis(1000),
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(500),
             snapshot_every: 10_000,
             keep_after_snapshot: 1_000,
         }

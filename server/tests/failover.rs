@@ -17,17 +17,21 @@ async fn kill_leader_while_writing_loses_nothing() {
 
     // A writer that records every acknowledged write.
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let acked_at: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let client = Arc::new(cluster.client());
     let writer = {
-        let (acked, stop, client) = (acked.clone(), stop.clone(), client.clone());
+        let (acked, acked_at, stop, client) = (acked.clone(), acked_at.clone(), stop.clone(), client.clone());
         tokio::spawn(async move {
             let mut i = 0u64;
             let mut failures = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let key = format!("w{i:05}");
                 match client.put(key.as_bytes(), key.as_bytes()).await {
-                    Ok(_) => acked.lock().unwrap().push(key),
+                    Ok(_) => {
+                        acked.lock().unwrap().push(key);
+                        acked_at.lock().unwrap().push(Instant::now());
+                    }
                     Err(_) => failures += 1,
                 }
                 i += 1;
@@ -51,7 +55,8 @@ async fn kill_leader_while_writing_loses_nothing() {
         (acked.lock().unwrap().len() >= before_kill + 50).then_some(())
     })
     .await;
-    eprintln!("failover: writes resumed {:?} after kill -9", killed_at.elapsed());
+    let first_after = acked_at.lock().unwrap().iter().copied().find(|t| *t > killed_at + Duration::from_millis(5));
+    eprintln!("failover: first write acknowledged {:?} after kill -9", first_after.map(|t| t - killed_at));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.await.unwrap();
 

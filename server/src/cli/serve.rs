@@ -41,9 +41,9 @@ pub struct ServeArgs {
     pub max_value_bytes: usize,
     #[arg(long, env = "RAFTKV_HEARTBEAT", default_value = "100ms", value_parser = parse_duration)]
     pub heartbeat: Duration,
-    #[arg(long, env = "RAFTKV_ELECTION_TIMEOUT_MIN", default_value = "500ms", value_parser = parse_duration)]
+    #[arg(long, env = "RAFTKV_ELECTION_TIMEOUT_MIN", default_value = "300ms", value_parser = parse_duration)]
     pub election_timeout_min: Duration,
-    #[arg(long, env = "RAFTKV_ELECTION_TIMEOUT_MAX", default_value = "1000ms", value_parser = parse_duration)]
+    #[arg(long, env = "RAFTKV_ELECTION_TIMEOUT_MAX", default_value = "500ms", value_parser = parse_duration)]
     pub election_timeout_max: Duration,
     /// Snapshot (and compact the WAL) after this many log entries.
     #[arg(long, env = "RAFTKV_SNAPSHOT_EVERY", default_value_t = RaftTuning::default().snapshot_every)]

@@ -135,8 +135,8 @@ impl Client {
                     attempt += 1;
                     // Cycle quickly through endpoints, then back off a little while an election runs.
                     if attempt % self.endpoints.len() == 0 {
-                        tokio::time::sleep(Duration::from_millis(50 * (attempt / self.endpoints.len()).min(10) as u64))
-                            .await;
+                        let rounds = (attempt / self.endpoints.len()).min(4) as u64;
+                        tokio::time::sleep(Duration::from_millis(25 * rounds)).await;
                     }
                 }
             }
