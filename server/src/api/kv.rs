@@ -85,13 +85,27 @@ impl ApiContext {
     }
 }
 
-/// Maps a failure to reach the leader: the original status if the leader answered, UNAVAILABLE otherwise.
+/// Maps a failure of a forwarded request. The leader's own answer passes through unchanged. A transport failure
+/// is UNAVAILABLE (retry elsewhere) only when the connection could not even be opened; a connection lost while
+/// the request was in flight leaves the outcome unknown (the leader may have proposed it before dying).
 pub(crate) fn forwarded(status: Status, leader: &str) -> Error {
-    match status.code() {
-        tonic::Code::Unavailable | tonic::Code::Unknown if !status.metadata().contains_key("x-raftkv-leader-id") => {
-            Error::Unavailable(format!("leader at {leader} unreachable: {}", status.message()))
-        }
-        _ => Error::Forwarded(Box::new(status)),
+    let from_transport =
+        matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled)
+            && !status.metadata().contains_key("grpc-status")
+            && !status.metadata().contains_key("x-raftkv-leader-id");
+    let answered_by_raftkv = status.metadata().contains_key("x-raftkv-leader-id")
+        || status.message().starts_with("no leader")
+        || status.message().starts_with("not the leader");
+    if answered_by_raftkv || !from_transport {
+        return Error::Forwarded(Box::new(status));
+    }
+    let m = status.message();
+    if m.contains("tcp connect error") || m.contains("Connection refused") {
+        Error::Unavailable(format!("leader at {leader} unreachable: {m}"))
+    } else {
+        Error::OutcomeUnknown(format!(
+            "lost the leader at {leader} while forwarding ({m}); the request may or may not have taken effect"
+        ))
     }
 }
 
