@@ -12,9 +12,11 @@
 //! and a lookup counts as a hit only if the stored configuration is equal. So the memo is exact; a
 //! fingerprint collision costs a comparison, never a wrong verdict.
 //!
-//! The compact form of a set is the number of leading all-ones words plus the words after them up
-//! to the last non-zero one: settled entries cluster at the front (entries are in invocation
-//! order), so most sets take a few words however long the history.
+//! The compact form of a set (its *key*) is built by the search (see `settled_key` there): the
+//! frontier of completed entries, the few unsettled entries before it, and the settled ones from
+//! it on. Settled entries cluster at the front (entries are in invocation order), so most keys
+//! take a few words however long the history. The memo only requires that equal sets have equal
+//! keys and different sets different keys.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -64,33 +66,19 @@ impl Hasher for PassThrough {
 /// A configuration, stored compactly.
 #[derive(Debug)]
 struct Stored {
-    full_words: u32,
-    rest: Box<[u64]>,
+    key: Box<[u64]>,
     state: State,
     restriction: State,
 }
 
 impl Stored {
-    fn new(set: &[u64], state: State, restriction: State) -> Stored {
-        let full = set.iter().take_while(|&&word| word == u64::MAX).count();
-        let end = set.iter().rposition(|&word| word != 0).map_or(full, |last| (last + 1).max(full));
-        let full_words = u32::try_from(full).expect("sets have fewer than 2^38 members");
-        Stored { full_words, rest: set[full..end].into(), state, restriction }
-    }
-
-    fn equals(&self, set: &[u64], state: State, restriction: State) -> bool {
-        let full = self.full_words as usize;
-        self.state == state
-            && self.restriction == restriction
-            && set.iter().enumerate().all(|(i, &word)| {
-                let stored = if i < full { u64::MAX } else { self.rest.get(i - full).copied().unwrap_or(0) };
-                word == stored
-            })
+    fn equals(&self, key: &[u64], state: State, restriction: State) -> bool {
+        self.state == state && self.restriction == restriction && *self.key == *key
     }
 
     /// Roughly what storing this configuration costs, table overhead included.
     fn footprint(&self) -> usize {
-        std::mem::size_of::<(u64, Stored)>() * 2 + std::mem::size_of_val(&*self.rest)
+        std::mem::size_of::<(u64, Stored)>() * 2 + std::mem::size_of_val(&*self.key)
     }
 }
 
@@ -110,26 +98,26 @@ impl Memo {
         self.bytes
     }
 
-    /// Whether the configuration was stored. `set_print` must be the Zobrist fingerprint of `set`;
-    /// `set` is only read on a fingerprint match.
+    /// Whether the configuration was stored. `set_print` must be the Zobrist fingerprint of the
+    /// set whose key `key` computes; `key` is only called on a fingerprint match.
     pub(crate) fn contains(
         &self,
         set_print: u64,
-        set: impl FnOnce() -> Vec<u64>,
+        key: impl FnOnce() -> Vec<u64>,
         state: State,
         restriction: State,
     ) -> bool {
         let print = fingerprint(set_print, state, restriction);
         let Some(stored) = self.table.get(&print) else { return false };
-        let set = set();
-        stored.equals(&set, state, restriction)
-            || self.colliding.iter().any(|(other, stored)| *other == print && stored.equals(&set, state, restriction))
+        let key = key();
+        stored.equals(&key, state, restriction)
+            || self.colliding.iter().any(|(other, stored)| *other == print && stored.equals(&key, state, restriction))
     }
 
-    /// Stores a configuration that is not stored yet.
-    pub(crate) fn insert(&mut self, set_print: u64, set: &[u64], state: State, restriction: State) {
+    /// Stores a configuration that is not stored yet, given its set's fingerprint and key.
+    pub(crate) fn insert(&mut self, set_print: u64, key: Vec<u64>, state: State, restriction: State) {
         let print = fingerprint(set_print, state, restriction);
-        let stored = Stored::new(set, state, restriction);
+        let stored = Stored { key: key.into_boxed_slice(), state, restriction };
         self.bytes += stored.footprint();
         if let Some(stored) = self.table.insert(print, stored) {
             // Keep the first one in the table and the newcomer aside; the order doesn't matter.
@@ -161,7 +149,7 @@ mod tests {
         let sets: [&[u64]; 4] = [&[0, 0, 0], &[u64::MAX, 5, 0], &[u64::MAX, u64::MAX, 1], &[7, 0, 1 << 63]];
         for (i, set) in sets.iter().enumerate() {
             assert!(!memo.contains(print_of(set), || set.to_vec(), 1, 2));
-            memo.insert(print_of(set), set, 1, 2);
+            memo.insert(print_of(set), set.to_vec(), 1, 2);
             assert!(memo.contains(print_of(set), || set.to_vec(), 1, 2), "set {i}");
             assert!(!memo.contains(print_of(set), || set.to_vec(), 2, 2));
             assert!(!memo.contains(print_of(set), || set.to_vec(), 1, 1));
@@ -175,7 +163,7 @@ mod tests {
         // Lie about the fingerprints so that every set collides.
         let sets: [&[u64]; 3] = [&[1, 0], &[2, 0], &[0, 3]];
         for set in &sets[..2] {
-            memo.insert(42, set, 0, 0);
+            memo.insert(42, set.to_vec(), 0, 0);
         }
         assert!(memo.contains(42, || sets[0].to_vec(), 0, 0));
         assert!(memo.contains(42, || sets[1].to_vec(), 0, 0));
@@ -184,19 +172,13 @@ mod tests {
     }
 
     #[test]
-    fn stored_equality_reads_the_compact_form() {
-        let set = [u64::MAX, u64::MAX, 6, 0, 9, 0];
-        let stored = Stored::new(&set, 0, 0);
-        assert_eq!((stored.full_words, &*stored.rest), (2, &[6, 0, 9][..]));
-        assert!(stored.equals(&set, 0, 0));
-        for i in 0..set.len() {
-            let mut other = set;
-            other[i] ^= 1 << 20;
-            assert!(!stored.equals(&other, 0, 0), "word {i}");
-        }
-        let empty = Stored::new(&[0, 0], 0, 0);
-        assert!(empty.rest.is_empty() && empty.full_words == 0);
-        let full = Stored::new(&[u64::MAX, u64::MAX], 0, 0);
-        assert!(full.rest.is_empty() && full.full_words == 2);
+    fn stored_equality_compares_keys_state_and_restriction() {
+        let stored = Stored { key: vec![3, 1, 2, 9].into_boxed_slice(), state: 4, restriction: 5 };
+        assert!(stored.equals(&[3, 1, 2, 9], 4, 5));
+        assert!(!stored.equals(&[3, 1, 2], 4, 5));
+        assert!(!stored.equals(&[3, 1, 2, 9, 0], 4, 5));
+        assert!(!stored.equals(&[3, 1, 2, 9], 5, 5));
+        assert!(!stored.equals(&[3, 1, 2, 9], 4, 4));
+        assert!(stored.footprint() > std::mem::size_of_val(&*stored.key));
     }
 }

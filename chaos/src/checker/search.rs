@@ -214,6 +214,11 @@ struct Search<'m> {
     linearized: Bitset,
     /// Unknown entries that no outstanding entry could need (reduction 3).
     dead: Bitset,
+    /// The entries dead from the start: settled in every configuration, so left out of memo keys.
+    dead_at_start: Bitset,
+    /// Per stack depth (and for a configuration being entered), one past the highest entry that
+    /// is settled but not dead from the start (0 if none): where memo keys stop.
+    settled_end: Vec<usize>,
     /// For each entry, the unknown entries it could need.
     needed_by: Vec<Vec<usize>>,
     /// For each unknown entry, how many outstanding entries could need it.
@@ -282,7 +287,9 @@ impl<'m> Search<'m> {
             required_left: by_deadline.len(),
             unknown_stack: Vec::new(),
             linearized: Bitset::new(n),
+            dead_at_start: Bitset(dead.0.clone()),
             dead,
+            settled_end: Vec::with_capacity(n + 1),
             needed_by,
             live_needers,
             writers,
@@ -472,9 +479,12 @@ impl<'m> Search<'m> {
 
         self.linearized.set(e);
         self.set_print ^= member_print(e);
-        self.settle_needs(e);
+        let died_end = self.settle_needs(e);
+        let end = self.settled_end.last().map_or(0, |&end| end).max(e + 1).max(died_end);
+        self.settled_end.push(end);
         let restriction = if required { UNRESTRICTED } else { self.state };
         if self.explored(after, restriction) {
+            self.settled_end.pop();
             self.unsettle_needs(e);
             self.set_print ^= member_print(e);
             self.linearized.clear(e);
@@ -521,6 +531,7 @@ impl<'m> Search<'m> {
                 self.unknown_stack.pop();
             }
             self.unsettle_needs(e);
+            self.settled_end.pop();
             self.set_print ^= member_print(e);
             self.linearized.clear(e);
             self.state = before;
@@ -531,11 +542,14 @@ impl<'m> Search<'m> {
     }
 
     /// Records that `e` is no longer outstanding, for the unknown writes it could need. Those that
-    /// die leave the outstanding list (if still in it) and become settled.
-    fn settle_needs(&mut self, e: usize) {
+    /// die leave the outstanding list (if still in it) and become settled. Returns one past the
+    /// highest entry that died (0 if none).
+    fn settle_needs(&mut self, e: usize) -> usize {
+        let mut died_end = 0;
         for &w in &self.needed_by[e] {
             self.live_needers[w] -= 1;
             if self.live_needers[w] == 0 {
+                died_end = died_end.max(w + 1);
                 self.dead.set(w);
                 if !self.linearized.get(w) {
                     self.unknown.unlink(w);
@@ -543,6 +557,7 @@ impl<'m> Search<'m> {
                 }
             }
         }
+        died_end
     }
 
     /// Undoes [`Self::settle_needs`], in reverse order to keep relinking LIFO.
@@ -559,20 +574,64 @@ impl<'m> Search<'m> {
         }
     }
 
-    /// The settled set: linearized or dead.
-    fn settled(&self) -> Vec<u64> {
-        self.linearized.0.iter().zip(&self.dead.0).map(|(done, dead)| done | dead).collect()
+    /// The memo key of the settled set (linearized or dead) with the live unknown writes in
+    /// `removed` (linearized ones) taken out again.
+    ///
+    /// Entries dead from the start are settled in every configuration and left out. What is left is
+    /// encoded relative to the *frontier* `f`, the first completed entry not linearized: every
+    /// completed entry before it is linearized, so before it only the unsettled unknown writes
+    /// (the *holes*) need listing, and from it on the settled entries cluster within the few that
+    /// were concurrent with it. The key is `[f, number of holes, holes (two per word)..., the words of the settled
+    /// bitset from the one holding f up to the last non-zero one]`. It is a function of the settled
+    /// set (so equal sets give equal keys) and determines it (below `f`: everything but the dead
+    /// from the start and the holes), so the memo stays exact, and its length is independent of the
+    /// history's length for a narrow frontier.
+    ///
+    /// Called from [`Self::linearize`] between marking the new entry linearized and unlinking it.
+    fn settled_key(&self, removed: &[usize]) -> Vec<u64> {
+        let mut frontier = self.required.first();
+        while let Some(f) = frontier.filter(|&f| self.linearized.get(f)) {
+            frontier = self.required.after(f);
+        }
+        let frontier = frontier.unwrap_or(self.entries.len());
+        let mut holes: Vec<usize> = removed.iter().copied().filter(|&w| w < frontier).collect();
+        let mut next = self.unknown.first();
+        while let Some(w) = next.filter(|&w| w < frontier) {
+            if !self.linearized.get(w) {
+                holes.push(w);
+            }
+            next = self.unknown.after(w);
+        }
+        holes.sort_unstable();
+        let mut key = Vec::with_capacity(holes.len() / 2 + 8);
+        key.extend([frontier as u64, holes.len() as u64]);
+        // Two holes per word (entry indices fit in 32 bits in any history that fits in memory).
+        key.extend(holes.chunks(2).map(|pair| pair.iter().fold(0, |word, &w| (word << 32) | w as u64)));
+        let first_word = frontier / 64;
+        let end_word = self.settled_end.last().map_or(0, |&end| end.div_ceil(64));
+        let tail_start = key.len();
+        for i in first_word..end_word.max(first_word) {
+            let (done, dead, dead_at_start) = (self.linearized.0[i], self.dead.0[i], self.dead_at_start.0[i]);
+            key.push(done | (dead & !dead_at_start));
+        }
+        for &w in removed.iter().filter(|&&w| w >= frontier) {
+            key[tail_start + w / 64 - first_word] &= !(1 << (w % 64));
+        }
+        while key.len() > tail_start && key.last() == Some(&0) {
+            key.pop();
+        }
+        key
     }
 
     /// Whether the current settled set with `state` and `restriction` was explored before, or is
     /// dominated by one that was (reduction 5). If neither, records it as explored.
     fn explored(&mut self, state: State, restriction: State) -> bool {
-        if self.memo.contains(self.set_print, || self.settled(), state, restriction)
+        if self.memo.contains(self.set_print, || self.settled_key(&[]), state, restriction)
             || (restriction == UNRESTRICTED && self.dominated(state))
         {
             return true;
         }
-        self.memo.insert(self.set_print, &self.settled(), state, restriction);
+        self.memo.insert(self.set_print, self.settled_key(&[]), state, restriction);
         false
     }
 
@@ -584,13 +643,7 @@ impl<'m> Search<'m> {
         let live_done: Vec<usize> = self.unknown_stack.iter().rev().copied().filter(|&w| !self.dead.get(w)).collect();
         let probe = |members: &[usize]| {
             let print = members.iter().fold(self.set_print, |print, &w| print ^ member_print(w));
-            let set = || {
-                let mut set = self.settled();
-                for &w in members {
-                    set[w / 64] &= !(1 << (w % 64));
-                }
-                set
-            };
+            let set = || self.settled_key(members);
             self.memo.contains(print, set, state, UNRESTRICTED)
         };
         let len = live_done.len();
