@@ -297,6 +297,11 @@ fn take<T>(m: &std::sync::Mutex<Vec<T>>) -> Vec<T> {
 
 /// Runs every check over a recorded history, writes it down, and prints the verdicts.
 fn check(args: &Args, h: record::History) -> anyhow::Result<Summary> {
+    // Written first, so a long check can be interrupted and redone with `--recheck`.
+    if args.recheck.is_none() {
+        let path = report::write_history(&args.out, &h)?;
+        println!("history written to {}", path.display());
+    }
     let ops = &h.ops;
     println!(
         "checking {} operations ({} ok, {} unknown, {} failed), {} watch events...",
@@ -324,10 +329,6 @@ fn check(args: &Args, h: record::History) -> anyhow::Result<Summary> {
     }
     if !unchecked.is_empty() {
         println!("  linearizability search ran out of budget on keys {unchecked:?} (not counted as violations)");
-    }
-    if args.recheck.is_none() {
-        let path = report::write_history(&args.out, &h)?;
-        println!("history written to {}", path.display());
     }
     if total > 0 {
         let path = report::write(&args.out, &h, &verdicts, &violations)?;
