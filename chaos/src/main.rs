@@ -19,7 +19,11 @@ use std::{
 
 use anyhow::Context;
 use clap::Parser;
-use raftkv::{client::Client, local_cluster::LocalCluster};
+use raftkv::{
+    client::Client,
+    config::parse_duration,
+    local_cluster::{free_port, LocalCluster},
+};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use raftkv_chaos::{
@@ -80,29 +84,6 @@ struct Args {
     check_budget: Duration,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 60s or 30m"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?}")),
-    };
-    Ok(Duration::from_secs_f64(secs))
-}
-
-fn free_port(used: &mut Vec<u16>, rng: &mut StdRng) -> u16 {
-    loop {
-        let p = rng.random_range(20_000..32_000);
-        if !used.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            used.push(p);
-            return p;
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
@@ -157,9 +138,8 @@ async fn run(args: &Args) -> anyhow::Result<record::History> {
     };
 
     let dir = tempfile::Builder::new().prefix("raftkv-chaos-").tempdir()?;
-    let mut used = Vec::new();
     let ports: Vec<(u16, u16)> =
-        (0..args.nodes).map(|_| (free_port(&mut used, &mut rng), free_port(&mut used, &mut rng))).collect();
+        (0..args.nodes).map(|_| Ok((free_port()?, free_port()?))).collect::<raftkv::Result<_>>()?;
     let mut serve_args: Vec<String> =
         ["--snapshot-every", "500", "--keep-after-snapshot", "100", "--request-timeout", "2s"]
             .into_iter()

@@ -27,7 +27,7 @@ use raftkv_proto::{self as pb, kv_client::KvClient};
 use tonic::transport::Channel;
 
 use crate::cli::{print_table, Cli, Output};
-use raftkv::local_cluster::LocalCluster;
+use raftkv::local_cluster::{free_port, LocalCluster};
 
 #[derive(Copy, Clone, PartialEq, Eq, ValueEnum, Debug)]
 pub enum Workload {
@@ -262,7 +262,7 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> anyhow::Result<ExitCode> {
         let endpoints = if a.start_cluster {
             let dir = tempfile::Builder::new().prefix("raftkv-bench-").tempdir()?;
             let ports: Vec<(u16, u16)> =
-                (0..3).map(|_| Ok((free_port()?, free_port()?))).collect::<anyhow::Result<_>>()?;
+                (0..3).map(|_| Ok((free_port()?, free_port()?))).collect::<raftkv::Result<_>>()?;
             let exe = std::env::current_exe()?;
             let mut c = LocalCluster::start(&exe, &ports, dir.path(), &[])?;
             c.wait_for_leader(Duration::from_secs(30)).await?;
@@ -349,20 +349,4 @@ async fn find_leader(client: &Client) -> anyhow::Result<String> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// A free loopback port below the ephemeral range (so no outgoing connection can take it before a node binds it),
-/// distinct from every port this process handed out before.
-pub fn free_port() -> anyhow::Result<u16> {
-    use rand::Rng;
-    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    for _ in 0..10_000 {
-        let port = rand::rng().random_range(20_000..32_000);
-        if !handed.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            handed.push(port);
-            return Ok(port);
-        }
-    }
-    anyhow::bail!("no free port found in 20000..32000")
 }

@@ -258,3 +258,22 @@ impl LocalCluster {
         }
     }
 }
+
+/// A free loopback port for a node to listen on.
+///
+/// Chosen below the kernel's ephemeral range (where outgoing connections get their local ports, so a port that is
+/// free now could be taken by a node's own client socket before the node binds it), never handed out twice by
+/// this process, and checked to be bindable right now.
+pub fn free_port() -> Result<u16> {
+    use rand::Rng;
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..10_000 {
+        let port = rand::rng().random_range(20_000..32_000);
+        if !handed.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.push(port);
+            return Ok(port);
+        }
+    }
+    Err(Error::Unavailable("no free port found in 20000..32000".into()))
+}

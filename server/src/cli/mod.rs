@@ -14,6 +14,7 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use raftkv::client::Client;
+pub use raftkv::config::parse_duration;
 
 #[derive(Parser)]
 #[command(
@@ -75,20 +76,6 @@ pub enum Command {
     Members(members::MembersArgs),
     /// Measure throughput and latency.
     Bench(crate::bench::BenchArgs),
-}
-
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 5s or 500ms"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m, h)")),
-    };
-    Ok(Duration::from_secs_f64(secs))
 }
 
 impl Cli {

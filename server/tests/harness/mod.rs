@@ -24,26 +24,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_raftkv");
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// A free loopback port for a node to listen on.
-///
-/// Chosen below the kernel's ephemeral range (where outgoing connections get their local ports, so a port that is
-/// free now could be taken by a node's own client socket before the node binds it), never handed out twice by
-/// this process, and checked to be bindable right now.
+/// A free loopback port (see [`raftkv::local_cluster::free_port`]).
 pub fn free_port() -> u16 {
-    use rand::Rng;
-    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    let mut rng = rand::rng();
-    loop {
-        let port = rng.random_range(20_000..32_000);
-        if handed.contains(&port) {
-            continue;
-        }
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            handed.push(port);
-            return port;
-        }
-    }
+    raftkv::local_cluster::free_port().expect("a free loopback port")
 }
 
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
