@@ -1,0 +1,30 @@
+# The three VMs of the raftkv VM tests: node1, node2, node3, each running services.raftkv (the flake's module) with
+# the same initial cluster. Every VM's hostname resolves on the others.
+{ module }:
+let
+  initialCluster = {
+    "1" = "node1:7001";
+    "2" = "node2:7001";
+    "3" = "node3:7001";
+  };
+
+  node = id: { config, ... }: {
+    imports = [ module ];
+    services.raftkv = {
+      enable = true;
+      nodeId = id;
+      inherit initialCluster;
+      openFirewall = true;
+      # The partition test's old leader must not keep a client waiting longer than the test does.
+      extraArgs = [ "--request-timeout" "3s" ];
+    };
+    # The CLI, for the test script.
+    environment.systemPackages = [ config.services.raftkv.package ];
+    virtualisation.memorySize = 1024;
+  };
+in
+{
+  node1 = node 1;
+  node2 = node 2;
+  node3 = node 3;
+}
