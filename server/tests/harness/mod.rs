@@ -309,3 +309,45 @@ impl TestCluster {
         Client::new(ids.iter().map(|id| self.addr(*id)).collect(), Duration::from_secs(10))
     }
 }
+
+impl TestCluster {
+    /// Starts one node per entry of `hosts` (node i on `hosts[i-1]`), every node on the same free port of its own
+    /// address, like machines of a network: e.g. 127.0.0.2, 127.0.0.3, 127.0.0.4 (Linux routes all of 127/8 to
+    /// the loopback interface). `extra` is passed to every `raftkv serve`.
+    pub fn start_on_hosts(hosts: &[&str], extra: &[&str]) -> Self {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::Builder::new().prefix("raftkv-test-").tempdir().unwrap();
+        let (grpc, http) = (free_port_on(hosts), free_port_on(hosts));
+        let mut nodes = BTreeMap::new();
+        for (i, host) in hosts.iter().enumerate() {
+            let id = i as u64 + 1;
+            let mut node = Self::new_node(dir.path(), id, vec![]);
+            node.addr = format!("{host}:{grpc}");
+            node.http = format!("{host}:{http}");
+            nodes.insert(id, node);
+        }
+        let initial_cluster = nodes.values().map(|n| format!("{}={}", n.id, n.addr)).collect::<Vec<_>>().join(",");
+        let mut c = TestCluster {
+            dir,
+            nodes,
+            initial_cluster,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            _serial: serial,
+        };
+        for id in 1..=hosts.len() as u64 {
+            c.spawn(id);
+        }
+        c
+    }
+}
+
+/// A port that is free on 127.0.0.1 (see [`free_port`]) and can be bound right now on every one of `hosts`.
+pub fn free_port_on(hosts: &[&str]) -> u16 {
+    for _ in 0..1000 {
+        let port = free_port();
+        if hosts.iter().all(|h| std::net::TcpListener::bind((*h, port)).is_ok()) {
+            return port;
+        }
+    }
+    panic!("no port free on all of {hosts:?}");
+}
