@@ -9,12 +9,16 @@ in
     cargoClippyExtraArgs = "--all-targets -- --deny warnings";
   });
 
-  fmt = craneLib.cargoFmt commonArgs;
+  fmt = craneLib.cargoFmt {
+    inherit (commonArgs) src pname version;
+    cargoExtraArgs = "--all";
+  };
 
   # The raftkv package's tests: unit tests, the storage suite and the cluster tests, which start the real `raftkv`
   # binary (built by cargo for the tests) on loopback addresses inside the build sandbox.
   nextest = craneLib.cargoNextest (commonArgs // {
     inherit cargoArtifacts;
+    cargoExtraArgs = "--locked";
     cargoNextestExtraArgs = "--package raftkv --no-fail-fast";
   });
 

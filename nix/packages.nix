@@ -44,8 +44,8 @@ let
     inherit src version;
     pname = "raftkv";
     strictDeps = true;
-    # The workspace's default members (proto, server, chaos): everything but the wasm-only dashboard.
-    cargoExtraArgs = "--locked";
+    # The native workspace: everything but the wasm-only dashboard crate.
+    cargoExtraArgs = "--locked --workspace --exclude raftkv-web";
   };
 
   # Dependencies of the native workspace, built once and reused by the package, clippy and the tests.
@@ -86,7 +86,11 @@ let
   };
 
   dashboard = craneLib.buildTrunkPackage (wasmArgs // {
-    cargoArtifacts = craneLib.buildDepsOnly (wasmArgs // { doCheck = false; });
+    # web/index.html has trunk build the wasm with the workspace's `wasm-release` profile; its dependencies too.
+    cargoArtifacts = craneLib.buildDepsOnly (wasmArgs // {
+      doCheck = false;
+      CARGO_PROFILE = "wasm-release";
+    });
     # trunk runs in the crate's directory; its dist/ is installed from the workspace root.
     preBuild = ''
       cd web
