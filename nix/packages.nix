@@ -178,7 +178,6 @@ let
       pkgs.binaryen
       pkgs.grpcurl
       pkgs.cargo-nextest
-      pkgs.nixpkgs-fmt
     ];
   };
 in
