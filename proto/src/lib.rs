@@ -5,11 +5,12 @@
 //! - `Raft` (`raftkv.v1.Raft`): the peer-only Raft transport (vote, append entries, snapshot chunks). Never
 //!   exposed to clients on purpose: it is a separate service so it can be filtered or bound elsewhere.
 //!
+//! - [`dashboard`]: the JSON of the dashboard's plain-HTTP endpoints (cluster discovery, process control).
+//!
 //! The `.proto` files live in `proto/raftkv/v1/`; they are compiled by `build.rs` with `protox`.
 
-#![allow(clippy::all, missing_docs)]
-
 /// Everything in package `raftkv.v1`.
+#[allow(clippy::all, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("raftkv.v1");
 }
@@ -17,8 +18,24 @@ pub mod v1 {
 pub use v1::*;
 
 /// A wire-compatible subset of etcd v3's KV service (Put, Range), used only by `raftkv bench --target etcd`.
+#[allow(clippy::all, missing_docs)]
 pub mod etcd {
     tonic::include_proto!("etcdserverpb");
+}
+
+pub mod dashboard;
+
+/// The `range_end` that selects every key starting with `prefix`: the smallest key greater than all of them
+/// (`"\0"` = no upper bound, for an empty or all-0xff prefix).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }
 
 /// Encoded `FileDescriptorSet` of all raftkv protos, for gRPC server reflection.

@@ -77,6 +77,10 @@ pub struct NodeConfig {
     pub unsafe_local_reads: bool,
     /// Shared secret every peer must present on Raft RPCs (None = peers are not authenticated).
     pub peer_secret: Option<String>,
+    /// Serve the dashboard's files from here on the HTTP port (read-only: no process control).
+    pub web_dir: Option<PathBuf>,
+    /// gRPC-Web URLs the dashboard should use to reach the nodes (empty = the members' advertised addresses).
+    pub dashboard_endpoints: Vec<String>,
 }
 
 impl NodeConfig {
@@ -100,6 +104,8 @@ impl NodeConfig {
             proposals_in_flight: crate::raft::proposer::DEFAULT_IN_FLIGHT,
             unsafe_local_reads: false,
             peer_secret: None,
+            web_dir: None,
+            dashboard_endpoints: Vec::new(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! The node's HTTP port: `/metrics` (Prometheus), `/healthz`, `/readyz`, `/status` (JSON), and — only when fault
-//! injection is enabled — `/debug/partition` to cut this node off from chosen peers.
+//! injection is enabled — `/debug/partition` to cut this node off from chosen peers. With `--web-dir` it also
+//! serves the dashboard ([`dashboard_router`]).
 //!
 //! `/healthz` is liveness (the process serves HTTP and Raft is running). `/readyz` is readiness: a leader is known
 //! and this node has applied everything up to the commit index it knows, so a serializable read here is fresh.
@@ -95,6 +96,20 @@ async fn status(State(ctx): State<Arc<ApiContext>>) -> Json<serde_json::Value> {
     }))
 }
 
+/// The dashboard's files at `/` and `GET /api/cluster` (read-only: `control` is false).
+pub fn dashboard_router(ctx: Arc<ApiContext>, web_dir: std::path::PathBuf, endpoints: Vec<String>) -> Router {
+    let endpoints = Arc::new(endpoints);
+    Router::new()
+        .route(
+            "/api/cluster",
+            get(move || async move {
+                let nodes = crate::dashboard::nodes_to_show(&endpoints, &ctx.members());
+                Json(raftkv_proto::dashboard::ClusterInfo { control: false, nodes })
+            }),
+        )
+        .merge(crate::dashboard::static_files(web_dir))
+}
+
 #[derive(Deserialize)]
 struct PartitionQuery {
     /// Comma-separated peer ids to cut off; empty heals.
@@ -112,10 +127,21 @@ async fn set_partition(State(ctx): State<Arc<ApiContext>>, Query(q): Query<Parti
     let Ok(peers) = peers else {
         return (StatusCode::BAD_REQUEST, "peers must be comma-separated node ids\n").into_response();
     };
+    let before = ctx.network.faults.blocked();
     if !ctx.network.faults.set_blocked(peers) {
         return (StatusCode::FORBIDDEN, "fault injection is disabled on this node (start it with --fault-injection)\n")
             .into_response();
     }
-    tracing::warn!(blocked = ?ctx.network.faults.blocked(), "fault injection: partition changed");
+    let blocked = ctx.network.faults.blocked();
+    if blocked == before {
+        return Json(json!({"blocked": blocked})).into_response();
+    }
+    tracing::warn!(?blocked, "fault injection: partition changed");
+    let msg = if blocked.is_empty() {
+        "partition healed: peer traffic flows again".to_string()
+    } else {
+        format!("partitioned: peer traffic to and from nodes {blocked:?} is dropped")
+    };
+    ctx.events.record(raftkv_proto::EventKind::FaultInjected, ctx.term(), msg);
     Json(json!({"blocked": ctx.network.faults.blocked()})).into_response()
 }

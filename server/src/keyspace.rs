@@ -117,18 +117,7 @@ impl KeyRange {
     }
 }
 
-/// The smallest key greater than every key with this prefix ("\0" = no upper bound, for an empty or all-0xff
-/// prefix).
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
+pub use raftkv_proto::prefix_end;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CompareTarget {

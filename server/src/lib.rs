@@ -18,8 +18,10 @@
 //!   [`raft::network`].
 //! - [`keyspace`]: the ordered MVCC key space the state machine applies commands to.
 //! - [`watch`]: the revision-ordered change feed behind `Watch`.
+//! - [`events`]: the node's event log (elections, snapshots, membership, faults) behind `Cluster/Events`.
 //! - [`api`]: the gRPC services (KV, Cluster, peer-only Raft) and the one place errors become statuses.
 //! - [`http`]: metrics, health, readiness, status JSON, fault injection.
+//! - [`dashboard`]: serving the browser dashboard's files and `GET /api/cluster`.
 //! - [`node`]: wiring it together; `run(config, listeners, shutdown)`.
 //! - [`client`]: the retrying client used by the CLI, bench and tests.
 //! - [`local_cluster`]: child `raftkv serve` processes on loopback (`raftkv cluster`, bench, chaos suite).
@@ -28,8 +30,10 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod dashboard;
 pub mod data_dir;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod keyspace;
 pub mod local_cluster;

@@ -26,6 +26,12 @@ pub struct NodeProcess {
     pub http: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// Joins through this endpoint instead of bootstrapping with the initial cluster (nodes added later).
+    pub join: Option<String>,
+    /// Stopped with SIGSTOP and not resumed yet.
+    pub paused: bool,
+    /// How the process last ended ("killed (SIGKILL)", "exited: exit status: 1", ...); empty while it runs.
+    pub last_exit: String,
     child: Option<Child>,
 }
 
@@ -54,21 +60,39 @@ impl LocalCluster {
             extra_args: extra_args.to_vec(),
         };
         for (i, (g, h)) in ports.iter().enumerate() {
-            let id = i as u64 + 1;
-            cluster.nodes.insert(
-                id,
-                NodeProcess {
-                    id,
-                    addr: format!("127.0.0.1:{g}"),
-                    http: format!("127.0.0.1:{h}"),
-                    data_dir: data_dir.join(format!("node-{id}")),
-                    log: data_dir.join(format!("node-{id}.log")),
-                    child: None,
-                },
-            );
-            cluster.spawn(id)?;
+            cluster.add(i as u64 + 1, (*g, *h), data_dir, None)?;
         }
         Ok(cluster)
+    }
+
+    /// Starts node `id` on `ports = (grpc, http)` with its data in `data_dir/node-id`. With `join`, the node asks
+    /// that endpoint to add it as a learner instead of bootstrapping.
+    pub fn add(&mut self, id: u64, ports: (u16, u16), data_dir: &Path, join: Option<String>) -> Result<()> {
+        if self.nodes.contains_key(&id) {
+            return Err(Error::Config(format!("node {id} already exists")));
+        }
+        let (g, h) = ports;
+        self.nodes.insert(
+            id,
+            NodeProcess {
+                id,
+                addr: format!("127.0.0.1:{g}"),
+                http: format!("127.0.0.1:{h}"),
+                data_dir: data_dir.join(format!("node-{id}")),
+                log: data_dir.join(format!("node-{id}.log")),
+                join,
+                paused: false,
+                last_exit: String::new(),
+                child: None,
+            },
+        );
+        self.spawn(id)
+    }
+
+    /// Stops node `id` (if running) and forgets it.
+    pub fn forget(&mut self, id: u64) -> Option<NodeProcess> {
+        self.terminate(id);
+        self.nodes.remove(&id)
     }
 
     /// (Re)starts node `id`'s process.
@@ -77,12 +101,19 @@ impl LocalCluster {
         let n = self.nodes.get_mut(&id).ok_or_else(|| Error::Config(format!("no node {id}")))?;
         let io = |e| Error::io(&n.log, "open log", e);
         let mut log = fs::OpenOptions::new().create(true).append(true).open(&n.log).map_err(io)?;
+        if n.child.is_some() {
+            return Err(Error::Config(format!("node {id} is already running")));
+        }
         let mut cmd = Command::new(&exe);
         cmd.arg("serve")
             .args(["--id", &id.to_string(), "--listen", &n.addr, "--http", &n.http])
             .arg("--data-dir")
             .arg(&n.data_dir)
-            .args(["--initial-cluster", &self.initial_cluster, "--fault-injection"])
+            .args(match &n.join {
+                Some(endpoint) => ["--join", endpoint],
+                None => ["--initial-cluster", &self.initial_cluster],
+            })
+            .arg("--fault-injection")
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(io)?)
@@ -102,6 +133,8 @@ impl LocalCluster {
         use std::io::Write as _;
         writeln!(log, "# {}", line.join(" ")).map_err(io)?;
         n.child = Some(cmd.spawn().map_err(|e| Error::io(&exe, "start", e))?);
+        n.paused = false;
+        n.last_exit.clear();
         Ok(())
     }
 
@@ -159,25 +192,51 @@ impl LocalCluster {
 
     /// SIGTERM every node, then SIGKILL what is left after a grace period.
     pub fn stop(&mut self) {
-        for n in self.nodes.values_mut() {
-            if let Some(c) = &n.child {
-                // SAFETY: plain kill(2) on our own child's pid.
-                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for n in self.nodes.values_mut() {
-            if let Some(mut c) = n.child.take() {
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = c.try_wait() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        self.terminate_all(&ids);
+    }
+
+    /// SIGTERM node `id` (resuming it first if paused), SIGKILL it if it has not exited within 5 s, and reap it.
+    /// Returns false if it was not running.
+    pub fn terminate(&mut self, id: u64) -> bool {
+        self.terminate_all(&[id]) > 0
+    }
+
+    fn terminate_all(&mut self, ids: &[u64]) -> usize {
+        let mut stopping = Vec::new();
+        for id in ids {
+            if let Some(c) = self.nodes.get_mut(id).and_then(|n| n.child.take()) {
+                // SAFETY: kill(2) on our own child's pid; a paused process must run to handle SIGTERM.
+                unsafe {
+                    libc::kill(c.id() as i32, libc::SIGTERM);
+                    libc::kill(c.id() as i32, libc::SIGCONT);
                 }
-                let _ = c.kill();
-                let _ = c.wait();
+                stopping.push((*id, c));
             }
         }
+        let count = stopping.len();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (id, mut c) in stopping {
+            let Some(n) = self.nodes.get_mut(&id) else { continue };
+            let mut status = None;
+            while Instant::now() < deadline {
+                if let Ok(Some(s)) = c.try_wait() {
+                    status = Some(s);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            n.last_exit = match status {
+                Some(s) => format!("stopped ({s})"),
+                None => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    "did not stop within 5 s of SIGTERM; killed".to_string()
+                }
+            };
+            n.paused = false;
+        }
+        count
     }
 }
 
@@ -194,6 +253,8 @@ impl LocalCluster {
         for n in self.nodes.values_mut() {
             if let Some(Ok(Some(status))) = n.child.as_mut().map(|c| c.try_wait()) {
                 n.child = None;
+                n.paused = false;
+                n.last_exit = format!("exited on its own ({status}); see {}", n.log.display());
                 out.push((n.id, status));
             }
         }
@@ -203,59 +264,77 @@ impl LocalCluster {
     /// Is node `id`'s process running (as far as we know)?
     pub fn is_running(&mut self, id: u64) -> bool {
         let Some(n) = self.nodes.get_mut(&id) else { return false };
-        match n.child.as_mut() {
-            Some(c) => match c.try_wait() {
-                Ok(None) => true,
-                _ => {
-                    n.child = None;
-                    false
-                }
-            },
-            None => false,
-        }
+        let ended = match n.child.as_mut().map(|c| c.try_wait()) {
+            None => return false,
+            Some(Ok(None)) => return true,
+            Some(Ok(Some(status))) => status.to_string(),
+            Some(Err(e)) => format!("cannot be waited for: {e}"),
+        };
+        n.child = None;
+        n.paused = false;
+        n.last_exit = format!("exited on its own ({ended}); see {}", n.log.display());
+        false
     }
 
-    /// Sends `sig` to node `id` (SIGSTOP, SIGCONT, ...).
-    pub fn signal(&self, id: u64, sig: i32) -> bool {
-        match self.nodes.get(&id).and_then(|n| n.child.as_ref()) {
-            // SAFETY: kill(2) on our own child's pid.
-            Some(c) => unsafe { libc::kill(c.id() as i32, sig) == 0 },
-            None => false,
+    /// The ids of the nodes whose processes are running (paused ones included).
+    pub fn running_ids(&mut self) -> Vec<u64> {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        ids.into_iter().filter(|id| self.is_running(*id)).collect()
+    }
+
+    /// Sends `sig` to node `id` (SIGSTOP, SIGCONT, ...), tracking whether it is paused.
+    pub fn signal(&mut self, id: u64, sig: i32) -> bool {
+        let Some(n) = self.nodes.get_mut(&id) else { return false };
+        let Some(c) = n.child.as_ref() else { return false };
+        // SAFETY: kill(2) on our own child's pid.
+        let sent = unsafe { libc::kill(c.id() as i32, sig) == 0 };
+        if sent && sig == libc::SIGSTOP {
+            n.paused = true;
+        } else if sent && sig == libc::SIGCONT {
+            n.paused = false;
         }
+        sent
     }
 
     /// kill -9 node `id` and reap it.
     pub fn kill(&mut self, id: u64) -> bool {
-        let Some(mut c) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) else { return false };
+        let Some(n) = self.nodes.get_mut(&id) else { return false };
+        let Some(mut c) = n.child.take() else { return false };
         // SAFETY: kill(2) on our own child's pid; SIGCONT first in case it is paused.
         unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
         let _ = c.kill();
         let _ = c.wait();
+        n.paused = false;
+        n.last_exit = "killed (SIGKILL)".to_string();
         true
     }
 
     /// Cuts node `id` off from `peers` through its fault-injection hook (an empty list heals it).
     pub async fn partition(&self, id: u64, peers: &[u64]) -> Result<()> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let n = self.nodes.get(&id).ok_or_else(|| Error::Config(format!("no node {id}")))?;
-        let list = peers.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",");
-        let req = format!(
-            "POST /debug/partition?peers={list} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            n.http
-        );
-        let run = async {
-            let mut s = tokio::net::TcpStream::connect(&n.http).await?;
-            s.write_all(req.as_bytes()).await?;
-            let mut out = String::new();
-            s.read_to_string(&mut out).await?;
-            Ok::<_, std::io::Error>(out)
-        };
-        match tokio::time::timeout(Duration::from_secs(2), run).await {
-            Ok(Ok(resp)) if resp.starts_with("HTTP/1.1 200") => Ok(()),
-            Ok(Ok(resp)) => Err(Error::Unavailable(format!("node {id} refused the partition: {resp}"))),
-            Ok(Err(e)) => Err(Error::Unavailable(format!("node {id} HTTP: {e}"))),
-            Err(_) => Err(Error::Unavailable(format!("node {id} HTTP did not answer"))),
-        }
+        set_partition(&n.http, id, peers).await
+    }
+}
+
+/// Tells the node whose HTTP address is `http` to drop Raft traffic to and from `peers` (empty heals it).
+pub async fn set_partition(http: &str, id: u64, peers: &[u64]) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let list = peers.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",");
+    let req = format!(
+        "POST /debug/partition?peers={list} HTTP/1.1\r\nHost: {http}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let run = async {
+        let mut s = tokio::net::TcpStream::connect(http).await?;
+        s.write_all(req.as_bytes()).await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    match tokio::time::timeout(Duration::from_secs(2), run).await {
+        Ok(Ok(resp)) if resp.starts_with("HTTP/1.1 200") => Ok(()),
+        Ok(Ok(resp)) => Err(Error::Unavailable(format!("node {id} refused the partition: {resp}"))),
+        Ok(Err(e)) => Err(Error::Unavailable(format!("node {id} HTTP: {e}"))),
+        Err(_) => Err(Error::Unavailable(format!("node {id} HTTP did not answer"))),
     }
 }
 

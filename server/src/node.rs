@@ -149,6 +149,9 @@ pub async fn run(
         }
     }
 
+    let events = crate::events::EventLog::new();
+    crate::events::spawn_metrics_watcher(config.id, &raft, events.clone());
+
     let ctx = Arc::new(ApiContext {
         id: config.id,
         addr: config.advertise.clone(),
@@ -158,6 +161,7 @@ pub async fn run(
         log_store: log_store.clone(),
         network: network.clone(),
         metrics: metrics.clone(),
+        events,
         limits: config.limits,
         default_timeout: config.request_timeout,
         unsafe_local_reads: config.unsafe_local_reads,
@@ -214,7 +218,17 @@ pub async fn run(
     let grpc_task = tokio::spawn(grpc);
 
     let http_task = listeners.http.map(|l| {
-        let router = crate::http::router(ctx.clone());
+        let mut router = crate::http::router(ctx.clone());
+        if let Some(dir) = &config.web_dir {
+            if !crate::dashboard::is_built(dir) {
+                tracing::warn!(dir = %dir.display(), "no dashboard build there; {}", crate::dashboard::BUILD_HINT);
+            }
+            router = router.merge(crate::http::dashboard_router(
+                ctx.clone(),
+                dir.clone(),
+                config.dashboard_endpoints.clone(),
+            ));
+        }
         let fut = stopped();
         tokio::spawn(async move { axum::serve(l, router).with_graceful_shutdown(fut).await })
     });
@@ -265,7 +279,9 @@ async fn join_cluster(endpoint: String, id: u64, addr: String, stopped: impl Fut
     let attempt = async {
         let mut delay = Duration::from_millis(200);
         loop {
-            let client = crate::client::Client::new(vec![endpoint.clone()], Duration::from_secs(5));
+            // Several endpoints may be given, comma-separated; the client tries them in turn.
+            let endpoints = endpoint.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
+            let client = crate::client::Client::new(endpoints, Duration::from_secs(5));
             match client.member_add(id, &addr).await {
                 Ok(_) => {
                     tracing::info!(%endpoint, "joined the cluster as a learner; promote with `raftkv members promote {id}`");

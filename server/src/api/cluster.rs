@@ -7,15 +7,19 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    pin::Pin,
     sync::Arc,
     time::Instant,
 };
 
+use futures::Stream;
+
 use openraft::{
     error::{ClientWriteError, RaftError},
-    ChangeMembers, ServerState,
+    ChangeMembers, EntryPayload, RaftLogReader, ServerState,
 };
 use raftkv_proto::{self as pb, cluster_client::ClusterClient, cluster_server::Cluster};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -24,8 +28,38 @@ use super::{
 };
 use crate::{
     error::{Error, Result},
-    raft::{Node, NodeId},
+    raft::{Entry, Node, NodeId},
 };
+
+/// Default and largest page of `LogEntries`.
+const LOG_PAGE_DEFAULT: u32 = 20;
+const LOG_PAGE_MAX: u32 = 1000;
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::NodeEvent, Status>> + Send>>;
+
+/// How one log entry is shown to a person.
+fn log_entry(e: &Entry, commit_index: u64) -> pb::LogEntry {
+    let (kind, summary) = match &e.payload {
+        EntryPayload::Blank => (pb::LogEntryKind::Blank, "no-op (new leader commits its term)".to_string()),
+        EntryPayload::Normal(cmd) => (pb::LogEntryKind::Command, cmd.to_string()),
+        EntryPayload::Membership(m) => {
+            let voters: Vec<String> = m.get_joint_config().iter().map(|c| format!("{c:?}")).collect();
+            let nodes: Vec<String> = m.nodes().map(|(id, n)| format!("{id}={}", n.addr)).collect();
+            (
+                pb::LogEntryKind::Membership,
+                format!("membership: voters {} nodes {}", voters.join(" + "), nodes.join(",")),
+            )
+        }
+    };
+    pb::LogEntry {
+        index: e.log_id.index,
+        term: e.log_id.leader_id.term,
+        leader_id: e.log_id.leader_id.node_id,
+        kind: kind as i32,
+        summary,
+        committed: e.log_id.index <= commit_index,
+    }
+}
 
 pub struct ClusterService {
     ctx: Arc<ApiContext>,
@@ -158,6 +192,39 @@ impl ApiContext {
         }
     }
 
+    /// The last `limit` log entries up to `to` that this node still has (0 = up to its last entry).
+    async fn log_entries(&self, to: u64, limit: u32) -> Result<pb::LogEntriesResponse> {
+        let status = self.status().await;
+        let limit = match limit {
+            0 => LOG_PAGE_DEFAULT,
+            n => n.min(LOG_PAGE_MAX),
+        } as u64;
+        let first = status.purged_index + 1;
+        let last = if to == 0 { status.last_log_index } else { to.min(status.last_log_index) };
+        let from = last.saturating_sub(limit - 1).max(first);
+        let entries = if status.last_log_index == 0 || last < from {
+            Vec::new()
+        } else {
+            let mut reader = self.log_store.clone();
+            // Racing a purge (snapshot + compaction) can fail the read; the caller just asks again.
+            reader
+                .try_get_log_entries(from..=last)
+                .await
+                .map_err(|e| Error::Unavailable(format!("reading the log: {e}")))?
+                .iter()
+                .map(|e| log_entry(e, status.commit_index))
+                .collect()
+        };
+        Ok(pb::LogEntriesResponse {
+            header: status.header,
+            entries,
+            first_index: first,
+            last_index: status.last_log_index,
+            commit_index: status.commit_index,
+            applied_index: status.applied_index,
+        })
+    }
+
     fn member(&self, id: NodeId) -> Result<pb::Member> {
         self.members().into_iter().find(|m| m.id == id).ok_or(Error::UnknownMember(id))
     }
@@ -165,6 +232,55 @@ impl ApiContext {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
+    type EventsStream = EventStream;
+
+    async fn log_entries(
+        &self,
+        req: Request<pb::LogEntriesRequest>,
+    ) -> Result<Response<pb::LogEntriesResponse>, Status> {
+        let ctx = &self.ctx;
+        let msg = req.into_inner();
+        observed(ctx, "LogEntries", ctx.log_entries(msg.to, msg.limit)).await
+    }
+
+    async fn events(&self, req: Request<pb::EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
+        let ctx = self.ctx.clone();
+        let msg = req.into_inner();
+        let res = observed(&self.ctx, "Events", async move {
+            let (past, mut live) = ctx.events.subscribe(msg.incarnation, msg.after_seq);
+            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            tokio::spawn(async move {
+                for e in past {
+                    if tx.send(Ok(e)).await.is_err() {
+                        return;
+                    }
+                }
+                loop {
+                    let next = tokio::select! {
+                        n = live.recv() => n,
+                        _ = tx.closed() => return,
+                    };
+                    let item = match next {
+                        Ok(e) => Ok(e),
+                        // A subscriber this slow lost events: say so (it can resubscribe with its last seq).
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => Err(Error::Unavailable(format!(
+                            "the event stream fell {n} events behind; resubscribe with after_seq"
+                        ))
+                        .into_status()),
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    };
+                    let stop = item.is_err();
+                    if tx.send(item).await.is_err() || stop {
+                        return;
+                    }
+                }
+            });
+            Ok(Box::pin(ReceiverStream::new(rx)) as EventStream)
+        })
+        .await;
+        res
+    }
+
     async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         let ctx = &self.ctx;
         observed(ctx, "Status", async { Ok(ctx.status().await) }).await

@@ -26,6 +26,7 @@ use openraft::error::{CheckIsLeaderError, RaftError};
 use crate::{
     config::Limits,
     error::{Error, Result},
+    events::EventLog,
     metrics::Metrics,
     raft::{
         log_store::LogStore,
@@ -53,6 +54,8 @@ pub struct ApiContext {
     pub log_store: LogStore,
     pub network: Arc<NetworkShared>,
     pub metrics: Arc<Metrics>,
+    /// What happened to this node (elections, snapshots, faults, ...), for people watching it.
+    pub events: Arc<EventLog>,
     pub limits: Limits,
     /// Used when the client sent no deadline.
     pub default_timeout: Duration,

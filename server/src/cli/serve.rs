@@ -29,7 +29,8 @@ pub struct ServeArgs {
     /// Bootstrap a new cluster with these members: 1=host:port,2=host:port,...
     #[arg(long, env = "RAFTKV_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
-    /// Join an existing cluster through this endpoint (the node is added as a learner).
+    /// Join an existing cluster through this endpoint, or any of several comma-separated ones (the node is added
+    /// as a learner).
     #[arg(long, env = "RAFTKV_JOIN", conflicts_with = "initial_cluster")]
     pub join: Option<String>,
     /// Log as JSON lines instead of human-readable text.
@@ -76,6 +77,14 @@ pub struct ServeArgs {
     /// value on every node; prefer the environment variable over the flag so it stays out of `ps`.
     #[arg(long, env = "RAFTKV_PEER_SECRET", hide_env_values = true)]
     pub peer_secret: Option<String>,
+    /// Serve the dashboard (a `trunk build` of web/) from this directory on the HTTP port (needs --http).
+    #[arg(long, env = "RAFTKV_WEB_DIR", requires = "http")]
+    pub web_dir: Option<PathBuf>,
+    /// Base URLs the dashboard's browser uses to reach each node's gRPC-Web port (comma-separated; default:
+    /// the members' advertised addresses). Set it when browsers reach the nodes by other names, e.g. behind
+    /// published container ports.
+    #[arg(long, env = "RAFTKV_DASHBOARD_ENDPOINTS", value_delimiter = ',')]
+    pub dashboard_endpoints: Vec<String>,
 }
 
 impl ServeArgs {
@@ -106,6 +115,8 @@ impl ServeArgs {
         c.proposals_in_flight = self.proposals_in_flight;
         c.unsafe_local_reads = self.unsafe_local_reads;
         c.peer_secret = self.peer_secret.clone().filter(|s| !s.is_empty());
+        c.web_dir = self.web_dir.clone();
+        c.dashboard_endpoints = self.dashboard_endpoints.iter().filter(|e| !e.trim().is_empty()).cloned().collect();
         c.validate()?;
         Ok(c)
     }

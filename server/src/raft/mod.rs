@@ -93,7 +93,11 @@ impl std::fmt::Display for Command {
             Command::Txn { compare, success, failure } => {
                 write!(f, "txn ({} compares, {} then, {} else)", compare.len(), success.len(), failure.len())
             }
-            Command::Batch(cmds) => write!(f, "batch of {} commands", cmds.len()),
+            Command::Batch(cmds) => match cmds.as_slice() {
+                [one] => one.fmt(f),
+                [first, rest @ ..] => write!(f, "{first} + {} more", rest.len()),
+                [] => f.write_str("empty batch"),
+            },
         }
     }
 }

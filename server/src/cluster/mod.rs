@@ -1,8 +1,10 @@
 //! `raftkv cluster`: a local cluster of real `raftkv serve` child processes on 127.0.0.1
-//! ([`raftkv::local_cluster`]).
+//! ([`raftkv::local_cluster`]), plus the dashboard and the control API that lets it break them ([`control`]).
 //!
-//! Node *i* serves gRPC + gRPC-Web on `base-port + i − 1` and HTTP on `base-port + 100 + i − 1`. Ctrl-C (or
-//! SIGTERM) stops every child.
+//! Node *i* serves gRPC + gRPC-Web on `base-port + i − 1` and HTTP on `base-port + 100 + i − 1`; the dashboard
+//! is on `--dashboard` (127.0.0.1:8080). Ctrl-C (or SIGTERM) stops every child.
+
+mod control;
 
 use std::{fs, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -26,6 +28,12 @@ pub struct ClusterArgs {
     /// Extra arguments passed to every `raftkv serve` (e.g. --snapshot-every=1000).
     #[arg(long = "serve-arg", allow_hyphen_values = true)]
     pub serve_args: Vec<String>,
+    /// Where the dashboard and its control API listen.
+    #[arg(long, env = "RAFTKV_DASHBOARD", default_value = "127.0.0.1:8080")]
+    pub dashboard: SocketAddr,
+    /// The dashboard's built files (the output of `trunk build` in web/).
+    #[arg(long, env = "RAFTKV_WEB_DIR", default_value = raftkv::dashboard::DEFAULT_WEB_DIR)]
+    pub web_dir: PathBuf,
 }
 
 pub fn default_data_dir(base_port: u16) -> PathBuf {
@@ -58,6 +66,8 @@ pub async fn run(a: &ClusterArgs) -> anyhow::Result<ExitCode> {
     if a.fresh && dir.exists() {
         fs::remove_dir_all(&dir).with_context(|| format!("wiping {}", dir.display()))?;
     }
+    // Bound before any node starts, so a busy dashboard port is reported and nothing half-starts.
+    let dashboard = raftkv::node::bind(a.dashboard, "the dashboard (--dashboard)").await?;
     let exe = std::env::current_exe().context("locating the raftkv executable")?;
     let mut cluster = LocalCluster::start(&exe, &ports, &dir, &a.serve_args)?;
     println!("raftkv: starting {} nodes; data and logs in {}", a.nodes, dir.display());
@@ -76,23 +86,38 @@ pub async fn run(a: &ClusterArgs) -> anyhow::Result<ExitCode> {
     println!("leader: node {leader} at {leader_addr}");
     let follower = cluster.nodes.values().find(|n| n.id != leader).unwrap_or(&cluster.nodes[&leader]).addr.clone();
     println!("try:    raftkv put 100 Alice && raftkv --endpoints {follower} get 100 --serializable && raftkv status");
+
+    let controller = control::Controller::new(cluster, dir.clone(), a.base_port);
+    let app = control::router(controller.clone()).merge(raftkv::dashboard::static_files(a.web_dir.clone()));
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        };
+        axum::serve(dashboard, app).with_graceful_shutdown(stopped).await
+    });
+    let supervisor = tokio::spawn(control::supervise(controller.clone()));
+    println!();
+    println!("dashboard: http://{}/", a.dashboard);
+    if !raftkv::dashboard::is_built(&a.web_dir) {
+        println!(
+            "           (no dashboard files in {}: {}; the cluster runs meanwhile)",
+            a.web_dir.display(),
+            raftkv::dashboard::BUILD_HINT
+        );
+    }
     println!("Ctrl-C stops the cluster.");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-            _ = tick.tick() => {
-                for (id, status) in cluster.reap_exited() {
-                    eprintln!("node {id} exited ({status}); see {}", cluster.nodes[&id].log.display());
-                }
-            }
-        }
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
     println!("stopping the cluster...");
-    cluster.stop();
+    supervisor.abort();
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    tokio::task::spawn_blocking(move || controller.with_cluster(|c| c.stop())).await?;
     println!("stopped; data kept in {}", dir.display());
     Ok(ExitCode::SUCCESS)
 }

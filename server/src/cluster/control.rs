@@ -1,0 +1,241 @@
+//! The control API `raftkv cluster` serves next to the dashboard: it owns the node processes, so it can break
+//! them — kill (-9), stop (SIGTERM), restart, pause/resume (SIGSTOP/SIGCONT), partition/heal — and add or forget
+//! nodes. The JSON is [`raftkv_proto::dashboard`]'s.
+//!
+//! Partitions are *desired state*: the controller keeps the set of partitioned nodes and a reconciler pushes to
+//! every live node the peers it must drop (a partitioned node drops everyone; the others drop the partitioned
+//! ones). So a partitioned node that is restarted comes back still partitioned, and a heal reaches nodes that were
+//! paused when it was asked for.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{delete, get, post},
+    Json, Router,
+};
+use parking_lot::Mutex;
+use raftkv::local_cluster::{set_partition, LocalCluster};
+use raftkv_proto::dashboard::{ClusterInfo, NodeAction, NodeInfo, ProcessState};
+
+pub struct Controller {
+    cluster: Mutex<LocalCluster>,
+    /// Nodes cut off from all their peers.
+    partitioned: Mutex<BTreeSet<u64>>,
+    /// What each node was last told to block (forgotten when it restarts, since a new process starts healed).
+    applied: Mutex<BTreeMap<u64, Vec<u64>>>,
+    data_dir: PathBuf,
+    base_port: u16,
+}
+
+type Shared = Arc<Controller>;
+
+/// An error answered as a status code and a plain-text message.
+struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, format!("{}\n", self.1)).into_response()
+    }
+}
+
+impl Controller {
+    pub fn new(cluster: LocalCluster, data_dir: PathBuf, base_port: u16) -> Arc<Self> {
+        Arc::new(Self {
+            cluster: Mutex::new(cluster),
+            partitioned: Mutex::default(),
+            applied: Mutex::default(),
+            data_dir,
+            base_port,
+        })
+    }
+
+    pub fn with_cluster<T>(&self, f: impl FnOnce(&mut LocalCluster) -> T) -> T {
+        f(&mut self.cluster.lock())
+    }
+
+    fn info(&self, c: &mut LocalCluster, id: u64) -> Option<NodeInfo> {
+        let running = c.is_running(id);
+        let n = c.nodes.get(&id)?;
+        let process = match (running, n.paused) {
+            (true, true) => ProcessState::Paused,
+            (true, false) => ProcessState::Running,
+            (false, _) => ProcessState::Down,
+        };
+        Some(NodeInfo {
+            id: Some(id),
+            url: raftkv::dashboard::grpc_web_url(&n.addr),
+            http: Some(format!("http://{}", n.http)),
+            process: Some(process),
+            partitioned: self.partitioned.lock().contains(&id),
+            note: if running { format!("log: {}", n.log.display()) } else { n.last_exit.clone() },
+        })
+    }
+
+    pub fn cluster_info(&self) -> ClusterInfo {
+        let mut c = self.cluster.lock();
+        let ids: Vec<u64> = c.nodes.keys().copied().collect();
+        ClusterInfo { control: true, nodes: ids.into_iter().filter_map(|id| self.info(&mut c, id)).collect() }
+    }
+
+    fn node_info(&self, id: u64) -> Result<NodeInfo, Failure> {
+        self.info(&mut self.cluster.lock(), id).ok_or_else(|| Failure(StatusCode::NOT_FOUND, format!("no node {id}")))
+    }
+
+    /// Pushes the desired partition state to every live node that has not got it yet.
+    pub async fn reconcile_partitions(&self) {
+        let partitioned = self.partitioned.lock().clone();
+        let targets: Vec<(u64, String, Vec<u64>)> = {
+            let mut c = self.cluster.lock();
+            let ids: Vec<u64> = c.nodes.keys().copied().collect();
+            let running = c.running_ids();
+            let applied = self.applied.lock();
+            running
+                .iter()
+                .filter(|id| !c.nodes[*id].paused)
+                .map(|id| {
+                    let want: Vec<u64> = if partitioned.contains(id) {
+                        ids.iter().copied().filter(|o| o != id).collect()
+                    } else {
+                        partitioned.iter().copied().filter(|o| o != id).collect()
+                    };
+                    (*id, c.nodes[id].http.clone(), want)
+                })
+                .filter(|(id, _, want)| applied.get(id).map_or(!want.is_empty(), |a| a != want))
+                .collect()
+        };
+        let pushes = targets.into_iter().map(|(id, http, want)| async move {
+            match set_partition(&http, id, &want).await {
+                Ok(()) => {
+                    self.applied.lock().insert(id, want);
+                }
+                // Not up yet or just died: the next round retries.
+                Err(e) => tracing::debug!("partition state for node {id}: {e}"),
+            }
+        });
+        futures::future::join_all(pushes).await;
+    }
+
+    async fn act(self: &Arc<Self>, id: u64, action: NodeAction) -> Result<NodeInfo, Failure> {
+        self.node_info(id)?;
+        let conflict = |m: String| Failure(StatusCode::CONFLICT, m);
+        match action {
+            NodeAction::Kill => {
+                if !self.cluster.lock().kill(id) {
+                    return Err(conflict(format!("node {id} is not running")));
+                }
+            }
+            NodeAction::Stop | NodeAction::Restart => {
+                let me = self.clone();
+                let res = tokio::task::spawn_blocking(move || {
+                    let mut c = me.cluster.lock();
+                    let was_running = c.terminate(id);
+                    me.applied.lock().remove(&id);
+                    match action {
+                        NodeAction::Stop if !was_running => Err(format!("node {id} is not running")),
+                        NodeAction::Stop => Ok(()),
+                        _ => c.spawn(id).map_err(|e| format!("starting node {id}: {e}")),
+                    }
+                })
+                .await
+                .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                res.map_err(conflict)?;
+            }
+            NodeAction::Pause | NodeAction::Resume => {
+                let sig = if action == NodeAction::Pause { libc::SIGSTOP } else { libc::SIGCONT };
+                if !self.cluster.lock().signal(id, sig) {
+                    return Err(conflict(format!("node {id} is not running")));
+                }
+            }
+            NodeAction::Partition => {
+                self.partitioned.lock().insert(id);
+            }
+            NodeAction::Heal => {
+                self.partitioned.lock().remove(&id);
+            }
+        }
+        tracing::info!(node = id, action = action.as_str(), "control");
+        self.reconcile_partitions().await;
+        self.node_info(id)
+    }
+
+    /// Starts the next node (id = highest + 1) on the next ports; it joins through the running nodes as a learner.
+    async fn add_node(self: &Arc<Self>) -> Result<NodeInfo, Failure> {
+        let id = {
+            let mut c = self.cluster.lock();
+            let id = c.nodes.keys().max().copied().unwrap_or(0) + 1;
+            let ports = u16::try_from(id - 1)
+                .ok()
+                .and_then(|i| Some((self.base_port.checked_add(i)?, self.base_port.checked_add(100 + i)?)))
+                .ok_or_else(|| Failure(StatusCode::CONFLICT, "no ports left for another node".into()))?;
+            for p in [ports.0, ports.1] {
+                if std::net::TcpListener::bind(("127.0.0.1", p)).is_err() {
+                    return Err(Failure(StatusCode::CONFLICT, format!("port {p} for node {id} is in use")));
+                }
+            }
+            let join: Vec<String> = c.running_ids().into_iter().map(|i| c.nodes[&i].addr.clone()).collect();
+            if join.is_empty() {
+                return Err(Failure(StatusCode::CONFLICT, "no running node to join through".into()));
+            }
+            c.add(id, ports, &self.data_dir, Some(join.join(",")))
+                .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            id
+        };
+        tracing::info!(node = id, "control: added a node (joins as a learner)");
+        self.node_info(id)
+    }
+
+    async fn forget_node(self: &Arc<Self>, id: u64) -> Result<StatusCode, Failure> {
+        self.node_info(id)?;
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.cluster.lock().forget(id))
+            .await
+            .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        self.partitioned.lock().remove(&id);
+        self.applied.lock().remove(&id);
+        tracing::info!(node = id, "control: forgot the node");
+        Ok(StatusCode::NO_CONTENT)
+    }
+}
+
+pub fn router(controller: Shared) -> Router {
+    Router::new()
+        .route("/api/cluster", get(|State(c): State<Shared>| async move { Json(c.cluster_info()) }))
+        .route("/api/nodes", post(|State(c): State<Shared>| async move { c.add_node().await.map(Json) }))
+        .route(
+            "/api/nodes/{id}",
+            delete(|State(c): State<Shared>, Path(id): Path<u64>| async move { c.forget_node(id).await }),
+        )
+        .route(
+            "/api/nodes/{id}/{action}",
+            post(|State(c): State<Shared>, Path((id, action)): Path<(u64, String)>| async move {
+                let Some(action) = NodeAction::parse(&action) else {
+                    let all: Vec<&str> = NodeAction::ALL.iter().map(|a| a.as_str()).collect();
+                    return Err(Failure(StatusCode::NOT_FOUND, format!("unknown action {action:?}; one of {all:?}")));
+                };
+                c.act(id, action).await.map(Json)
+            }),
+        )
+        .with_state(controller)
+}
+
+/// Reaps nodes that exit on their own and keeps partitions applied, until the process ends.
+pub async fn supervise(controller: Shared) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let exited = controller.with_cluster(|c| c.reap_exited());
+        for (id, status) in exited {
+            eprintln!("node {id} exited ({status}); restart it from the dashboard or see its log");
+            controller.applied.lock().remove(&id);
+        }
+        controller.reconcile_partitions().await;
+    }
+}

@@ -1,0 +1,213 @@
+"""End-to-end test of the dashboard in a real browser against a real `raftkv cluster`.
+
+Runs Debian's Chromium headless through Playwright (never downloads a browser) and checks, with a screenshot of
+each step:
+  1. the page shows 3 nodes and exactly one leader;
+  2. a PUT typed into the page is then readable with the CLI;
+  3. clicking "kill -9" on the leader leads to a different leader shown in the page, and a GET of the earlier key
+     from the page still succeeds;
+  4. restarting the killed node from the page brings it back as a follower.
+
+Usage: python web/e2e/dashboard_test.py [--raftkv target/debug/raftkv] [--web-dir web/dist] [--out DIR]
+Exit status 0 = pass; any failed check raises with what the page showed.
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from playwright.sync_api import expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_layout() -> tuple[int, int]:
+    """A base port whose node ports (base..base+2, base+100..base+102) are free, and a free dashboard port."""
+    for _ in range(500):
+        base = random.randrange(20000, 31000)
+        dash = base + 200
+        if all(port_free(p) for p in [base, base + 1, base + 2, base + 100, base + 101, base + 102, dash]):
+            return base, dash
+    raise RuntimeError("no free ports")
+
+
+def wait_until(what: str, check, timeout: float = 20.0, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as e:  # noqa: BLE001 - keep polling; report the last failure
+            last = e
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last})")
+
+
+def cli(raftkv: str, base: int, *args: str) -> str:
+    endpoints = ",".join(f"127.0.0.1:{base + i}" for i in range(3))
+    out = subprocess.run(
+        [raftkv, "--endpoints", endpoints, "--timeout", "10s", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if out.returncode != 0:
+        raise AssertionError(f"raftkv {' '.join(args)} failed: {out.stderr}")
+    return out.stdout
+
+
+def cards_by_role(page) -> dict:
+    """node id -> data-role of every node card on the page."""
+    result = {}
+    for card in page.locator("[data-testid=node-card]").all():
+        result[card.get_attribute("data-node-id")] = card.get_attribute("data-role")
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--raftkv", default=str(ROOT / "target/debug/raftkv"))
+    ap.add_argument("--web-dir", default=str(ROOT / "web/dist"))
+    ap.add_argument("--out", default=str(ROOT / ".ci/artifacts/dashboard"))
+    ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    args = ap.parse_args()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):
+        old.unlink()
+    base, dash_port = free_layout()
+    work = Path(tempfile.mkdtemp(prefix="raftkv-e2e-"))
+    log = open(work / "cluster.log", "w")
+    cluster = subprocess.Popen(
+        [
+            args.raftkv, "cluster", "--fresh", "--base-port", str(base), "--data-dir", str(work / "data"),
+            "--dashboard", f"127.0.0.1:{dash_port}", "--web-dir", args.web_dir,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{dash_port}/"
+    step = 0
+
+    def shot(page, name):
+        nonlocal step
+        step += 1
+        path = out / f"{step:02d}-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        print(f"screenshot: {path}")
+
+    try:
+        def api_up():
+            with urllib.request.urlopen(url + "api/cluster", timeout=2) as r:
+                return len(json.load(r)["nodes"]) == 3
+        wait_until("the dashboard server", api_up, timeout=60)
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch_persistent_context(
+                user_data_dir=str(work / "chromium-profile"),
+                executable_path=args.chromium,
+                headless=True,
+                args=CHROMIUM_ARGS,
+                viewport={"width": 1500, "height": 1100},
+            )
+            page = browser.new_page()
+            page.on("console", lambda m: print(f"browser console: {m.text}") if m.type == "error" else None)
+            page.goto(url)
+
+            # 1. Three nodes, exactly one leader.
+            cards = page.locator("[data-testid=node-card]")
+            expect(cards).to_have_count(3, timeout=20_000)
+            leaders = page.locator("[data-testid=node-card][data-role=leader]")
+            expect(leaders).to_have_count(1, timeout=20_000)
+            followers = page.locator("[data-testid=node-card][data-role=follower]")
+            expect(followers).to_have_count(2, timeout=20_000)
+            leader = leaders.first.get_attribute("data-node-id")
+            print(f"page shows 3 nodes, leader node {leader}: {cards_by_role(page)}")
+            shot(page, "cluster")
+
+            # 2. A PUT from the page, read back with the CLI.
+            page.select_option("[data-testid=kv-op]", "put")
+            page.fill("[data-testid=kv-key]", "e2e/greeting")
+            page.fill("[data-testid=kv-value]", "hello from the browser")
+            page.click("[data-testid=kv-send]")
+            result = page.locator("[data-testid=kv-result]")
+            expect(result).to_contain_text("stored", timeout=15_000)
+            expect(page.locator("[data-testid=history] tr.outcome-ok")).to_have_count(1)
+            shot(page, "put")
+            got = json.loads(cli(args.raftkv, base, "-o", "json", "get", "e2e/greeting"))
+            print(f"CLI get: {got}")
+            assert "hello from the browser" in json.dumps(got), f"the CLI read {got!r}"
+
+            # 3. Kill the leader from the page; a different leader appears; the key is still readable.
+            page.locator(f"[data-testid=node-card][data-node-id='{leader}'] [data-testid=kill]").click()
+            killed = page.locator(f"[data-testid=node-card][data-node-id='{leader}']")
+            expect(killed).to_have_attribute("data-role", "down", timeout=10_000)
+            new_leader = page.locator("[data-testid=node-card][data-role=leader]")
+            expect(new_leader).to_have_count(1, timeout=15_000)
+            new = new_leader.first.get_attribute("data-node-id")
+            assert new != leader, f"leader is still node {leader}"
+            print(f"after killing node {leader}: leader node {new}: {cards_by_role(page)}")
+            shot(page, "failover")
+
+            page.select_option("[data-testid=kv-op]", "get")
+            page.fill("[data-testid=kv-key]", "e2e/greeting")
+            page.click("[data-testid=kv-send]")
+            expect(result).to_contain_text("hello from the browser", timeout=15_000)
+            expect(result).to_contain_text(f"answered by node {new}")
+            shot(page, "get-after-failover")
+
+            # 4. Restart the killed node; it rejoins as a follower.
+            killed.locator("[data-testid=restart]").click()
+            expect(killed).to_have_attribute("data-role", "follower", timeout=20_000)
+            expect(page.locator("[data-testid=node-card][data-role=leader]")).to_have_count(1)
+            shot(page, "healed")
+            browser.close()
+        print("dashboard e2e: PASS")
+        return 0
+    finally:
+        os.killpg(cluster.pid, signal.SIGTERM)
+        try:
+            cluster.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(cluster.pid, signal.SIGKILL)
+        log.close()
+        if cluster.returncode not in (0, -signal.SIGTERM, None):
+            print((work / "cluster.log").read_text()[-3000:], file=sys.stderr)
+        shutil.copy(work / "cluster.log", out / "cluster.log")
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+//! The page's shared state (reactive signals) and the background loops that keep it live: discovery of the nodes,
+//! a Status poll per node, a log poll per node and one event stream per node. Each node is polled on its own, so
+//! one dead or frozen node never stalls the others.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use leptos::{prelude::*, task::spawn_local};
+use raftkv_proto::{self as pb, dashboard::NodeInfo};
+
+use crate::{
+    api::{self, control, Node},
+    model::{self, ClusterView, NodeSlot, OpRecord, Outcome},
+};
+
+/// Entries of each node's log shown in the grid.
+pub const LOG_WIDTH: u32 = 24;
+/// Events kept in the page (all nodes together).
+const EVENT_CAP: usize = 600;
+const STATUS_EVERY: Duration = Duration::from_millis(500);
+const LOG_EVERY: Duration = Duration::from_millis(1000);
+const DISCOVER_EVERY: Duration = Duration::from_millis(1000);
+
+/// One event as the page keeps it: which node said it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeenEvent {
+    pub node: String,
+    pub node_id: Option<u64>,
+    pub event: pb::NodeEvent,
+}
+
+#[derive(Clone, Copy)]
+pub struct Dashboard {
+    /// The server that served the page controls the processes (`raftkv cluster`).
+    pub control: RwSignal<bool>,
+    pub slots: RwSignal<Vec<NodeSlot>>,
+    /// Each node's recent log, by node id.
+    pub logs: RwSignal<BTreeMap<u64, pb::LogEntriesResponse>>,
+    pub events: RwSignal<Vec<SeenEvent>>,
+    pub history: RwSignal<Vec<OpRecord>>,
+    /// The last problem talking to the controller, shown in the header.
+    pub notice: RwSignal<Option<String>>,
+    pub cluster: Memo<ClusterView>,
+}
+
+/// `?nodes=URL,URL` in the page address: talk to these nodes, with no controller.
+fn nodes_from_query() -> Option<Vec<String>> {
+    let search = web_sys::window()?.location().search().ok()?;
+    let q = search.trim_start_matches('?');
+    let value = q.split('&').find_map(|kv| kv.strip_prefix("nodes="))?;
+    let decoded = js_sys::decode_uri_component(value).ok()?.as_string()?;
+    let urls: Vec<String> = decoded
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| if s.contains("://") { s.to_string() } else { format!("http://{s}") })
+        .collect();
+    (!urls.is_empty()).then_some(urls)
+}
+
+impl Dashboard {
+    pub fn new() -> Self {
+        let slots = RwSignal::new(Vec::<NodeSlot>::new());
+        Self {
+            control: RwSignal::new(false),
+            slots,
+            logs: RwSignal::new(BTreeMap::new()),
+            events: RwSignal::new(Vec::new()),
+            history: RwSignal::new(Vec::new()),
+            notice: RwSignal::new(None),
+            cluster: Memo::new(move |_| slots.with(|s| model::cluster_view(s))),
+        }
+    }
+
+    /// Starts the background loops; call once.
+    pub fn start(self) {
+        let fixed = nodes_from_query();
+        spawn_local(async move {
+            loop {
+                self.discover(fixed.as_deref()).await;
+                gloo_timers::future::sleep(DISCOVER_EVERY).await;
+            }
+        });
+        spawn_local(async move {
+            loop {
+                self.poll_status().await;
+                gloo_timers::future::sleep(STATUS_EVERY).await;
+            }
+        });
+        spawn_local(async move {
+            loop {
+                self.poll_logs().await;
+                gloo_timers::future::sleep(LOG_EVERY).await;
+            }
+        });
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.slots.with_untracked(|s| s.iter().map(|s| s.url.clone()).collect())
+    }
+
+    /// Learns which nodes exist (and their processes' state) from the page's server or the `?nodes=` list.
+    async fn discover(self, fixed: Option<&[String]>) {
+        let infos: Vec<(String, Option<NodeInfo>)> = match fixed {
+            Some(urls) => urls.iter().map(|u| (u.clone(), None)).collect(),
+            None => match control::cluster_info().await {
+                Ok(info) => {
+                    self.control.set(info.control);
+                    self.notice.set(None);
+                    info.nodes.into_iter().map(|n| (n.url.clone(), Some(n))).collect()
+                }
+                Err(e) => {
+                    self.notice.set(Some(format!("cannot reach the dashboard server: {e}")));
+                    return;
+                }
+            },
+        };
+        let before = self.urls();
+        self.slots.update(|slots| {
+            let mut old: BTreeMap<String, NodeSlot> = slots.drain(..).map(|s| (s.url.clone(), s)).collect();
+            *slots = infos
+                .into_iter()
+                .map(|(url, info)| {
+                    let mut s = old.remove(&url).unwrap_or_else(|| NodeSlot { url: url.clone(), ..Default::default() });
+                    if info.is_some() {
+                        s.info = info;
+                    }
+                    s
+                })
+                .collect();
+        });
+        for url in self.urls() {
+            if !before.contains(&url) {
+                self.follow_events(url);
+            }
+        }
+    }
+
+    async fn poll_status(self) {
+        let polls = self.urls().into_iter().map(|url| async move {
+            let r = Node::new(url.clone()).status().await;
+            self.slots.update(|slots| {
+                if let Some(s) = slots.iter_mut().find(|s| s.url == url) {
+                    match r {
+                        Ok(st) => {
+                            s.status = Some(st);
+                            s.error = None;
+                        }
+                        Err(e) => s.error = Some(e.to_string()),
+                    }
+                }
+            });
+        });
+        futures::future::join_all(polls).await;
+    }
+
+    async fn poll_logs(self) {
+        let targets: Vec<(u64, String)> = self.cluster.with_untracked(|c| {
+            c.nodes.iter().filter(|n| !n.stale).filter_map(|n| Some((n.id?, n.url.clone()))).collect()
+        });
+        let polls = targets.into_iter().map(|(id, url)| async move {
+            if let Ok(l) = Node::new(url).log_entries(LOG_WIDTH).await {
+                self.logs.update(|logs| {
+                    logs.insert(id, l);
+                });
+            }
+        });
+        futures::future::join_all(polls).await;
+        // Forget logs of nodes that are gone from the page.
+        let ids: Vec<u64> = self.cluster.with_untracked(|c| c.nodes.iter().filter_map(|n| n.id).collect());
+        self.logs.update(|logs| logs.retain(|id, _| ids.contains(id)));
+    }
+
+    /// Streams one node's events for as long as the node is on the page, reconnecting after failures.
+    fn follow_events(self, url: String) {
+        spawn_local(async move {
+            let (mut incarnation, mut after) = (0u64, 0u64);
+            while self.slots.with_untracked(|s| s.iter().any(|s| s.url == url)) {
+                if let Ok(mut stream) = Node::new(url.clone()).events(incarnation, after).await {
+                    while let Ok(Some(event)) = stream.message().await {
+                        (incarnation, after) = (event.incarnation, event.seq);
+                        let node_id = self.slots.with_untracked(|s| {
+                            s.iter()
+                                .find(|s| s.url == url)
+                                .and_then(|s| s.info.as_ref().and_then(|i| i.id).or(s.status.as_ref().map(|st| st.id)))
+                        });
+                        self.events.update(|evs| {
+                            evs.push(SeenEvent { node: url.clone(), node_id, event });
+                            if evs.len() > EVENT_CAP {
+                                let extra = evs.len() - EVENT_CAP;
+                                evs.drain(..extra);
+                            }
+                        });
+                    }
+                }
+                gloo_timers::future::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    /// The URL to send a request to: the chosen node, or the leader, or the first node that answers.
+    pub fn target(&self, choice: &str) -> Option<String> {
+        if !choice.is_empty() {
+            return Some(choice.to_string());
+        }
+        self.cluster.with_untracked(|c| {
+            c.leader
+                .and_then(|l| c.node(l).map(|n| n.url.clone()))
+                .or_else(|| c.nodes.iter().find(|n| !n.stale).map(|n| n.url.clone()))
+        })
+    }
+
+    /// Records an operation as pending; returns its sequence number for [`Dashboard::finish`].
+    pub fn begin(&self, op: String, target: &str, is_write: bool) -> u64 {
+        let seq = self.history.with_untracked(|h| h.last().map_or(1, |r| r.seq + 1));
+        self.history.update(|h| {
+            h.push(OpRecord {
+                seq,
+                op,
+                target: target.to_string(),
+                is_write,
+                outcome: Outcome::Pending,
+                detail: String::new(),
+                answered_by: None,
+                revision: None,
+                millis: None,
+            })
+        });
+        seq
+    }
+
+    /// Completes operation `seq` with a result or error.
+    pub fn finish(&self, seq: u64, started: f64, result: Result<(String, Option<&pb::ResponseHeader>), api::Error>) {
+        let millis = api::now_ms() - started;
+        self.history.update(|h| {
+            let Some(r) = h.iter_mut().find(|r| r.seq == seq) else { return };
+            r.millis = Some(millis);
+            match result {
+                Ok((detail, header)) => {
+                    r.outcome = Outcome::Ok;
+                    r.detail = detail;
+                    r.answered_by = header.map(|h| h.member_id);
+                    r.revision = header.map(|h| h.revision);
+                }
+                Err(e) => {
+                    r.outcome = model::failure_outcome(r.is_write, e.code());
+                    r.detail = match r.outcome {
+                        Outcome::Unknown => format!("{e} — the write may or may not have been applied"),
+                        _ => e.to_string(),
+                    };
+                }
+            }
+        });
+    }
+}
+
+impl Default for Dashboard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
