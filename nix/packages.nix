@@ -32,13 +32,14 @@ let
     fileset = lib.fileset.unions [
       (craneLib.fileset.commonCargoSources root)
       protoFiles
-      (lib.fileset.fileFilter (file: file.name == "Trunk.toml" || lib.any file.hasExt [ "html" "css" "svg" "ico" ])
-        (lib.fileset.maybeMissing (root + "/web")))
+      (lib.fileset.intersection (lib.fileset.maybeMissing (root + "/web"))
+        (lib.fileset.fileFilter (file: file.name == "Trunk.toml" || lib.any file.hasExt [ "html" "css" "svg" "ico" ]) root))
       (lib.fileset.maybeMissing (root + "/web/public"))
     ];
   };
 
-  inherit (craneLib.crateNameFromCargoToml { cargoToml = ../server/Cargo.toml; }) version;
+  # The workspace's version (server/Cargo.toml inherits it): also the image's tag.
+  inherit (craneLib.crateNameFromCargoToml { cargoToml = ../Cargo.toml; }) version;
 
   commonArgs = {
     inherit src version;
