@@ -100,6 +100,30 @@ mod tests {
         assert_eq!(grpc_web_url("https://kv.example:443"), "https://kv.example:443");
     }
 
+    async fn get(router: Router, path: &str) -> (StatusCode, String) {
+        use tower::ServiceExt;
+        let req = axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+        let res = router.oneshot(req).await.unwrap();
+        let code = res.status();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+        (code, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn missing_files_get_a_page_that_says_how_to_build_them_then_the_build_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, body) = get(static_files(dir.path().to_path_buf()), "/").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("web/build.sh"), "{body}");
+        // Built while running: served on the next request.
+        std::fs::write(dir.path().join("index.html"), "<p>dashboard</p>").unwrap();
+        std::fs::write(dir.path().join("app.wasm"), b"\0asm").unwrap();
+        let router = static_files(dir.path().to_path_buf());
+        assert_eq!(get(router.clone(), "/").await, (StatusCode::OK, "<p>dashboard</p>".into()));
+        assert_eq!(get(router.clone(), "/app.wasm").await.0, StatusCode::OK);
+        assert_eq!(get(router, "/nope.js").await.0, StatusCode::NOT_FOUND);
+    }
+
     #[test]
     fn configured_endpoints_win_over_members() {
         let members = vec![raftkv_proto::Member { id: 2, addr: "node2:7001".into(), voter: true }];

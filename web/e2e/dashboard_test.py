@@ -6,7 +6,8 @@ each step:
   2. a PUT typed into the page is then readable with the CLI;
   3. clicking "kill -9" on the leader leads to a different leader shown in the page, and a GET of the earlier key
      from the page still succeeds;
-  4. restarting the killed node from the page brings it back as a follower.
+  4. restarting the killed node from the page brings it back as a follower;
+  5. adding a node from the page starts it as a learner, and promoting it makes it a voting follower.
 
 Usage: python web/e2e/dashboard_test.py [--raftkv target/debug/raftkv] [--web-dir web/dist] [--out DIR]
 Exit status 0 = pass; any failed check raises with what the page showed.
@@ -193,6 +194,19 @@ def main() -> int:
             expect(killed).to_have_attribute("data-role", "follower", timeout=20_000)
             expect(page.locator("[data-testid=node-card][data-role=leader]")).to_have_count(1)
             shot(page, "healed")
+
+            # 5. Membership: add a node (a learner), then promote it.
+            page.click("[data-testid=add-node]")
+            added = page.locator("[data-testid=node-card][data-node-id='4']")
+            expect(added).to_have_attribute("data-role", "learner", timeout=30_000)
+            shot(page, "learner-added")
+            added.locator("[data-testid=promote]").click()
+            expect(added).to_have_attribute("data-role", "follower", timeout=30_000)
+            expect(page.locator("[data-testid=node-card][data-role=leader]")).to_have_count(1)
+            members = json.loads(cli(args.raftkv, base, "-o", "json", "members"))
+            print(f"CLI members: {members}")
+            assert any(m.get("id") == 4 and m.get("voter") for m in members), f"node 4 is not a voter: {members}"
+            shot(page, "promoted")
             browser.close()
         print("dashboard e2e: PASS")
         return 0

@@ -228,16 +228,15 @@ impl Dashboard {
         seq
     }
 
-    /// Completes operation `seq` with a result or error.
-    pub fn finish(&self, seq: u64, started: f64, result: Result<(String, Option<&pb::ResponseHeader>), api::Error>) {
-        let millis = api::now_ms() - started;
+    /// Completes operation `seq`, which took `millis`, with a result or error.
+    pub fn finish(&self, seq: u64, millis: f64, result: Result<(&str, Option<&pb::ResponseHeader>), &api::Error>) {
         self.history.update(|h| {
             let Some(r) = h.iter_mut().find(|r| r.seq == seq) else { return };
             r.millis = Some(millis);
             match result {
                 Ok((detail, header)) => {
                     r.outcome = Outcome::Ok;
-                    r.detail = detail;
+                    r.detail = detail.to_string();
                     r.answered_by = header.map(|h| h.member_id);
                     r.revision = header.map(|h| h.revision);
                 }

@@ -24,6 +24,12 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_raftkv");
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// Holds the lock that keeps multi-process tests of one test binary from running at the same time (for tests
+/// that start processes without a [`TestCluster`]).
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A free loopback port (see [`raftkv::local_cluster::free_port`]).
 pub fn free_port() -> u16 {
     raftkv::local_cluster::free_port().expect("a free loopback port")
@@ -273,7 +279,8 @@ pub async fn http_get(addr: &str, path: &str) -> String {
     http_request(addr, "GET", path).await
 }
 
-async fn http_request(addr: &str, method: &str, path: &str) -> String {
+/// A minimal HTTP/1.1 request without a body; returns the raw response.
+pub async fn http_request(addr: &str, method: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to node HTTP port");
     let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");

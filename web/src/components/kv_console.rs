@@ -91,7 +91,7 @@ pub fn KvConsole() -> impl IntoView {
                 }
                 Err(e) => format!("{label}: {e} · {millis:.1} ms"),
             });
-            dash.finish(seq, started, outcome.as_ref().map(|(d, h)| (d.clone(), h.as_ref())).map_err(|e| clone_err(e)));
+            dash.finish(seq, millis, outcome.as_ref().map(|(d, h)| (d.as_str(), h.as_ref())));
         });
     };
 
@@ -123,14 +123,5 @@ pub fn KvConsole() -> impl IntoView {
             </form>
             <pre class="result" data-testid="kv-result">{move || result.get()}</pre>
         </section>
-    }
-}
-
-/// `api::Error` holds a `tonic::Status`, which is not `Clone`; the history needs its own copy.
-fn clone_err(e: &api::Error) -> api::Error {
-    match e {
-        api::Error::Rpc(s) => api::Error::Rpc(tonic::Status::new(s.code(), s.message())),
-        api::Error::Timeout(d) => api::Error::Timeout(*d),
-        api::Error::Http(m) => api::Error::Http(m.clone()),
     }
 }
