@@ -243,3 +243,30 @@ async fn cluster_command_serves_the_dashboard_and_breaks_nodes_on_request() {
     assert_eq!(cluster_info(&d).await.unwrap().nodes.len(), 3);
     assert!(port_free(cc.base + 3), "node 4's port is free again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serves_a_read_only_dashboard_with_web_dir() {
+    let web = tempfile::tempdir().unwrap();
+    std::fs::write(web.path().join("index.html"), "<title>node dashboard</title>").unwrap();
+    let dir = web.path().to_str().unwrap();
+    let cluster = TestCluster::start_with(2, &["--web-dir", dir, "--dashboard-endpoints", "localhost:1,localhost:2"]);
+    cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let http = cluster.nodes[&1].http.clone();
+    let resp = http_get(&http, "/").await;
+    assert!(resp.contains("node dashboard"), "{resp}");
+    let (code, body) = {
+        let r = http_get(&http, "/api/cluster").await;
+        let (c, b) = parse(&r);
+        (c, b.to_string())
+    };
+    assert_eq!(code, 200);
+    let info: ClusterInfo = serde_json::from_str(&body).unwrap();
+    assert!(!info.control, "a node does not control processes");
+    let urls: Vec<&str> = info.nodes.iter().map(|n| n.url.as_str()).collect();
+    assert_eq!(urls, ["http://localhost:1", "http://localhost:2"], "the configured endpoints, as URLs");
+    // The control API is not there (the static files answer: not found / method not allowed).
+    let code = parse(&http_post(&http, "/api/nodes/1/kill").await).0;
+    assert!(matches!(code, 404 | 405), "{code}");
+    // The node's own endpoints still are.
+    assert!(http_get(&http, "/healthz").await.contains("ok"));
+}
