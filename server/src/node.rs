@@ -118,6 +118,7 @@ pub async fn run(
         channels: PeerChannels::default(),
         faults: FaultInjector::new(config.fault_injection),
         peer_secret: config.peer_secret.clone(),
+        traffic: Default::default(),
     });
     if config.unsafe_local_reads {
         tracing::warn!("UNSAFE: --unsafe-local-reads serves linearizable reads locally; reads may be stale");

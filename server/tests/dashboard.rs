@@ -59,8 +59,16 @@ async fn log_entries_and_events_show_raft_at_work() {
     assert_eq!(one.entries.len(), 1);
     assert_eq!(one.entries[0].index, log.last_index);
 
-    // A follower's events: it started, and it knows the leader.
+    // Traffic: the leader sent both puts to both followers, and they heard from it.
+    let st = cluster.status(leader).await.unwrap();
+    assert_eq!(st.peers.iter().map(|p| p.node_id).collect::<Vec<_>>().len(), 2, "{:?}", st.peers);
+    assert!(st.peers.iter().all(|p| p.append_entries > 0 && p.entries >= 2 && p.has_answer), "{:?}", st.peers);
     let follower = (1..=3).find(|i| *i != leader).unwrap();
+    let fs = cluster.status(follower).await.unwrap();
+    assert!(fs.has_leader_contact, "{fs:?}");
+    assert!(fs.election_timeout_min_ms > 0 && fs.election_timeout_min_ms <= fs.election_timeout_max_ms);
+
+    // A follower's events: it started, and it knows the leader.
     let mut fc = cluster_client(&cluster.addr(follower)).await;
     let mut events = fc.events(pb::EventsRequest::default()).await.unwrap().into_inner();
     let started = next_event(&mut events, "started", |e| kind(e) == EventKind::Started).await;
@@ -81,8 +89,15 @@ async fn log_entries_and_events_show_raft_at_work() {
     cluster.kill(leader);
     let term = next_event(&mut events, "term change", |e| kind(e) == EventKind::TermChanged).await;
     assert!(term.term > term_before, "{term:?}");
-    next_event(&mut events, "new leader", |e| {
+    let new = next_event(&mut events, "new leader", |e| {
         kind(e) == EventKind::LeaderChanged && !e.message.contains(&format!("node {leader}"))
+    })
+    .await;
+    let new_leader = (1..=3).find(|i| *i != leader && new.message.contains(&format!("node {i}"))).unwrap();
+    // The new leader's RPCs to the dead node fail, and it says so.
+    eventually(Duration::from_secs(10), "failures to the dead node", || async {
+        let st = cluster.status(new_leader).await?;
+        st.peers.iter().find(|p| p.node_id == leader && p.failures > 0 && !p.last_error.is_empty()).map(|_| ())
     })
     .await;
 

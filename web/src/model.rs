@@ -83,6 +83,71 @@ pub struct ReplicaView {
     pub lag: u64,
 }
 
+/// The Raft RPCs a node sent to one peer (RaftScope's messages, as counts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrafficView {
+    pub node_id: u64,
+    pub append_entries: u64,
+    pub entries: u64,
+    pub votes: u64,
+    pub snapshot_chunks: u64,
+    pub failures: u64,
+    pub in_flight: u32,
+    pub millis_since_answer: Option<u64>,
+    pub last_error: String,
+}
+
+impl TrafficView {
+    /// One line for people: `→ node 2: 1,204 appends (3,000 entries) · 2 votes · 1 in flight · answered 12 ms ago`.
+    pub fn summary(&self) -> String {
+        let mut parts = vec![format!("{} appends ({} entries)", self.append_entries, self.entries)];
+        if self.votes > 0 {
+            parts.push(format!("{} votes", self.votes));
+        }
+        if self.snapshot_chunks > 0 {
+            parts.push(format!("{} snapshot chunks", self.snapshot_chunks));
+        }
+        parts.push(format!("{} in flight", self.in_flight));
+        parts.push(match self.millis_since_answer {
+            Some(ms) => format!("answered {ms} ms ago"),
+            None => "never answered".into(),
+        });
+        format!("→ node {}: {}", self.node_id, parts.join(" · "))
+    }
+
+    /// Is the peer failing to answer now (no answer for longer than a few heartbeats)?
+    pub fn failing(&self) -> bool {
+        self.failures > 0 && self.millis_since_answer.is_none_or(|ms| ms > 1000)
+    }
+}
+
+/// A follower's election timer: time since a leader last reached it, against its election timeout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElectionTimer {
+    /// None = no leader has reached it since it started.
+    pub elapsed_ms: Option<u64>,
+    pub timeout_min_ms: u64,
+    pub timeout_max_ms: u64,
+}
+
+impl ElectionTimer {
+    /// How full the timer is, 0..=1, against the shortest timeout (past it, an election may start any moment).
+    pub fn fraction(&self) -> f64 {
+        match self.elapsed_ms {
+            Some(ms) if self.timeout_min_ms > 0 => (ms as f64 / self.timeout_min_ms as f64).min(1.0),
+            _ => 1.0,
+        }
+    }
+
+    pub fn label(&self) -> String {
+        let (min, max) = (self.timeout_min_ms, self.timeout_max_ms);
+        match self.elapsed_ms {
+            Some(ms) => format!("election timer {ms} / {min}–{max} ms"),
+            None => format!("no leader yet · timeout {min}–{max} ms"),
+        }
+    }
+}
+
 /// One node card.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeView {
@@ -103,6 +168,11 @@ pub struct NodeView {
     pub keys: u64,
     pub voter: Option<bool>,
     pub replication: Vec<ReplicaView>,
+    /// Followers and candidates: the election timer.
+    pub election: Option<ElectionTimer>,
+    /// Leader: milliseconds since a quorum last acknowledged it.
+    pub quorum_ack_ms: Option<u64>,
+    pub traffic: Vec<TrafficView>,
     pub process: Option<ProcessState>,
     pub partitioned: bool,
     /// Why it is down, how it exited, where its log is.
@@ -161,6 +231,27 @@ pub fn node_view(slot: &NodeSlot) -> NodeView {
             .replication
             .iter()
             .map(|r| ReplicaView { node_id: r.node_id, matched: r.has_match.then_some(r.matched_index), lag: r.lag })
+            .collect(),
+        election: matches!(role, RoleView::Follower | RoleView::Candidate).then(|| ElectionTimer {
+            elapsed_ms: s.has_leader_contact.then_some(s.millis_since_leader_contact),
+            timeout_min_ms: s.election_timeout_min_ms,
+            timeout_max_ms: s.election_timeout_max_ms,
+        }),
+        quorum_ack_ms: (role == RoleView::Leader && s.millis_since_quorum_ack > 0).then_some(s.millis_since_quorum_ack),
+        traffic: s
+            .peers
+            .iter()
+            .map(|p| TrafficView {
+                node_id: p.node_id,
+                append_entries: p.append_entries,
+                entries: p.entries,
+                votes: p.votes,
+                snapshot_chunks: p.snapshot_chunks,
+                failures: p.failures,
+                in_flight: p.in_flight,
+                millis_since_answer: p.has_answer.then_some(p.millis_since_answer),
+                last_error: p.last_error.clone(),
+            })
             .collect(),
         process,
         partitioned,
@@ -406,6 +497,37 @@ mod tests {
         let v = node_view(&s);
         assert_eq!(v.role, RoleView::Down);
         assert_eq!(v.note, "killed (SIGKILL)");
+    }
+
+    #[test]
+    fn followers_show_an_election_timer_and_everyone_their_traffic() {
+        let mut st = status(1, Role::Follower, 3, 2, 10);
+        st.has_leader_contact = true;
+        st.millis_since_leader_contact = 150;
+        st.election_timeout_min_ms = 300;
+        st.election_timeout_max_ms = 500;
+        st.peers = vec![pb::PeerTraffic {
+            node_id: 3,
+            votes: 2,
+            failures: 4,
+            in_flight: 1,
+            has_answer: false,
+            last_error: "unreachable".into(),
+            ..Default::default()
+        }];
+        let v = node_view(&slot(1, Some(st.clone()), None));
+        let timer = v.election.unwrap();
+        assert_eq!(timer.fraction(), 0.5);
+        assert!(timer.label().contains("150 / 300–500 ms"), "{}", timer.label());
+        assert!(v.traffic[0].failing());
+        assert!(v.traffic[0].summary().contains("2 votes"), "{}", v.traffic[0].summary());
+        assert!(v.traffic[0].summary().contains("never answered"));
+        // A leader has no election timer but a quorum ack age.
+        let mut leader = st;
+        leader.role = Role::Leader as i32;
+        leader.millis_since_quorum_ack = 40;
+        let v = node_view(&slot(1, Some(leader), None));
+        assert_eq!((v.election, v.quorum_ack_ms), (None, Some(40)));
     }
 
     #[test]

@@ -135,6 +135,26 @@ impl ApiContext {
             })
             .unwrap_or_default();
         let snapshot = m.snapshot;
+        let contact = self.network.traffic.since_leader_contact();
+        let config = self.raft.config();
+        let peers = self
+            .network
+            .traffic
+            .peers()
+            .into_iter()
+            .map(|(id, p)| pb::PeerTraffic {
+                node_id: id,
+                append_entries: p.append_entries,
+                entries: p.entries,
+                votes: p.votes,
+                snapshot_chunks: p.snapshot_chunks,
+                failures: p.failures,
+                in_flight: p.in_flight,
+                millis_since_answer: p.last_answer.map_or(0, |t| t.elapsed().as_millis() as u64),
+                has_answer: p.last_answer.is_some(),
+                last_error: p.last_error,
+            })
+            .collect();
         pb::StatusResponse {
             header: Some(self.header(revision)),
             id: self.id,
@@ -157,6 +177,11 @@ impl ApiContext {
             key_count: keys as u64,
             version: env!("CARGO_PKG_VERSION").to_string(),
             millis_since_quorum_ack: m.millis_since_quorum_ack.unwrap_or(0),
+            millis_since_leader_contact: contact.map_or(0, |d| d.as_millis() as u64),
+            has_leader_contact: contact.is_some(),
+            election_timeout_min_ms: config.election_timeout_min,
+            election_timeout_max_ms: config.election_timeout_max,
+            peers,
         }
     }
 

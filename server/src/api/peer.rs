@@ -105,6 +105,9 @@ impl RaftRpc for PeerService {
         let msg = req.into_inner();
         self.check(&msg)?;
         let res = self.raft.append_entries(Self::body(&msg)?).await;
+        if matches!(&res, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_))) {
+            self.network.traffic.leader_contact();
+        }
         Ok(self.reply(msg.from, &res))
     }
 

@@ -7,17 +7,20 @@
 //!
 //! Channels are cached per address and shared with request forwarding ([`PeerChannels`]).
 //!
+//! [`Traffic`] counts the RPCs sent to each peer (and how many are in flight) and when a leader last reached this
+//! node: the dashboard draws them as RaftScope draws messages and election timers.
+//!
 //! The [`FaultInjector`] is the hook the local cluster controller and the chaos suite use to partition a node:
 //! while a peer is blocked, every message to or from it is dropped as if the network had failed. It is inert
 //! unless the node was started with fault injection enabled.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use openraft::{
@@ -105,6 +108,82 @@ impl PeerChannels {
     }
 }
 
+/// What this node sent to one peer (see [`Traffic`]).
+#[derive(Clone, Debug, Default)]
+pub struct PeerStats {
+    pub append_entries: u64,
+    pub entries: u64,
+    pub votes: u64,
+    pub snapshot_chunks: u64,
+    pub failures: u64,
+    pub in_flight: u32,
+    pub last_answer: Option<Instant>,
+    pub last_error: String,
+}
+
+/// Raft RPC counts per peer, and the last time a leader reached this node.
+#[derive(Default)]
+pub struct Traffic {
+    peers: Mutex<BTreeMap<NodeId, PeerStats>>,
+    leader_contact: Mutex<Option<Instant>>,
+}
+
+impl Traffic {
+    fn sent(&self, peer: NodeId, rpc: Rpc, entries: u64) {
+        let mut peers = self.peers.lock();
+        let p = peers.entry(peer).or_default();
+        match rpc {
+            Rpc::AppendEntries => {
+                p.append_entries += 1;
+                p.entries += entries;
+            }
+            Rpc::Vote => p.votes += 1,
+            Rpc::InstallSnapshot => p.snapshot_chunks += 1,
+        }
+        p.in_flight += 1;
+    }
+
+    fn done(&self, peer: NodeId, outcome: Result<(), String>) {
+        let mut peers = self.peers.lock();
+        let p = peers.entry(peer).or_default();
+        p.in_flight = p.in_flight.saturating_sub(1);
+        match outcome {
+            Ok(()) => p.last_answer = Some(Instant::now()),
+            Err(e) => {
+                p.failures += 1;
+                p.last_error = e;
+            }
+        }
+    }
+
+    /// A leader's AppendEntries was accepted (this resets a follower's election timer).
+    pub fn leader_contact(&self) {
+        *self.leader_contact.lock() = Some(Instant::now());
+    }
+
+    pub fn since_leader_contact(&self) -> Option<Duration> {
+        self.leader_contact.lock().map(|t| t.elapsed())
+    }
+
+    pub fn peers(&self) -> BTreeMap<NodeId, PeerStats> {
+        self.peers.lock().clone()
+    }
+}
+
+/// Marks an RPC in flight until dropped; an RPC dropped before it finished (openraft gave up on it) is a failure.
+struct InFlight<'a> {
+    traffic: &'a Traffic,
+    peer: NodeId,
+    outcome: Option<Result<(), String>>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let outcome = self.outcome.take().unwrap_or_else(|| Err("cancelled before an answer".into()));
+        self.traffic.done(self.peer, outcome);
+    }
+}
+
 /// Shared state of the peer network of one node.
 pub struct NetworkShared {
     pub id: NodeId,
@@ -115,6 +194,7 @@ pub struct NetworkShared {
     /// Shared secret peers present on every Raft RPC (`x-raftkv-peer-secret`); None = peers are not
     /// authenticated (fine on a trusted network or loopback).
     pub peer_secret: Option<String>,
+    pub traffic: Traffic,
 }
 
 /// Metadata key carrying the peer secret.
@@ -151,7 +231,23 @@ enum Rpc {
 }
 
 impl PeerClient {
-    async fn call<Resp, E>(&self, rpc: Rpc, body: Vec<u8>, option: &RPCOption) -> RpcResult<Resp, E>
+    /// Sends one RPC carrying `entries` log entries, counting it in [`Traffic`].
+    async fn call<Resp, E>(&self, rpc: Rpc, body: Vec<u8>, entries: u64, option: &RPCOption) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        self.shared.traffic.sent(self.target, rpc, entries);
+        let mut in_flight = InFlight { traffic: &self.shared.traffic, peer: self.target, outcome: None };
+        let res = self.send(rpc, body, option).await;
+        in_flight.outcome = Some(match &res {
+            Ok(_) | Err(RPCError::RemoteError(_)) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        });
+        res
+    }
+
+    async fn send<Resp, E>(&self, rpc: Rpc, body: Vec<u8>, option: &RPCOption) -> RpcResult<Resp, E>
     where
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
@@ -218,7 +314,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             let hint = (rpc.entries.len() as u64 / 2).max(1);
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
         }
-        self.call(Rpc::AppendEntries, body, &option).await
+        self.call(Rpc::AppendEntries, body, rpc.entries.len() as u64, &option).await
     }
 
     async fn install_snapshot(
@@ -226,7 +322,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call(Rpc::InstallSnapshot, encode(&rpc), &option).await
+        self.call(Rpc::InstallSnapshot, encode(&rpc), 0, &option).await
     }
 
     async fn vote(
@@ -234,6 +330,6 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
-        self.call(Rpc::Vote, encode(&rpc), &option).await
+        self.call(Rpc::Vote, encode(&rpc), 0, &option).await
     }
 }

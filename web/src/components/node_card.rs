@@ -126,6 +126,48 @@ pub fn NodeCard(url: String) -> impl IntoView {
                         })
                 }}
             </div>
+            <div class="timer">
+                {move || {
+                    view_of.get().and_then(|v| {
+                        if let Some(t) = v.election {
+                            let pct = t.fraction() * 100.0;
+                            Some(
+                                view! {
+                                    <div class="progress election" title=t.label()>
+                                        <div class="bar" style=format!("width: {pct:.0}%")></div>
+                                        <span>{t.label()}</span>
+                                    </div>
+                                }
+                                    .into_any(),
+                            )
+                        } else {
+                            v.quorum_ack_ms
+                                .map(|ms| view! { <div class="lease">{format!("quorum acknowledged {ms} ms ago")}</div> }.into_any())
+                        }
+                    })
+                }}
+            </div>
+            <ul class="traffic">
+                {move || {
+                    view_of
+                        .get()
+                        .map(|v| {
+                            v.traffic
+                                .into_iter()
+                                .map(|t| {
+                                    let title = if t.last_error.is_empty() {
+                                        String::new()
+                                    } else {
+                                        format!("{} failed; last: {}", t.failures, t.last_error)
+                                    };
+                                    view! {
+                                        <li class:failing=t.failing() title=title>{t.summary()}</li>
+                                    }
+                                })
+                                .collect_view()
+                        })
+                }}
+            </ul>
             <div class="note">{get(|v| v.note.clone())}</div>
             <Show when=move || dash.control.get()>
                 <div class="controls">
