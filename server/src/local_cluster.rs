@@ -203,41 +203,55 @@ impl LocalCluster {
     }
 
     fn terminate_all(&mut self, ids: &[u64]) -> usize {
-        let mut stopping = Vec::new();
-        for id in ids {
-            if let Some(c) = self.nodes.get_mut(id).and_then(|n| n.child.take()) {
-                // SAFETY: kill(2) on our own child's pid; a paused process must run to handle SIGTERM.
-                unsafe {
-                    libc::kill(c.id() as i32, libc::SIGTERM);
-                    libc::kill(c.id() as i32, libc::SIGCONT);
-                }
-                stopping.push((*id, c));
-            }
-        }
+        let stopping: Vec<(u64, Child)> = ids.iter().filter_map(|id| Some((*id, self.begin_stop(*id)?))).collect();
         let count = stopping.len();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for (id, mut c) in stopping {
-            let Some(n) = self.nodes.get_mut(&id) else { continue };
-            let mut status = None;
-            while Instant::now() < deadline {
-                if let Ok(Some(s)) = c.try_wait() {
-                    status = Some(s);
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            n.last_exit = match status {
-                Some(s) => format!("stopped ({s})"),
-                None => {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    "did not stop within 5 s of SIGTERM; killed".to_string()
-                }
-            };
-            n.paused = false;
+        let deadline = Instant::now() + STOP_GRACE;
+        for (id, child) in stopping {
+            let how = wait_stopped(child, deadline);
+            self.record_exit(id, how);
         }
         count
     }
+
+    /// Sends SIGTERM to node `id` (and SIGCONT, in case it is paused) and hands its process over to be waited for
+    /// with [`wait_stopped`] — without holding `self`, so a caller sharing the cluster behind a lock need not hold
+    /// it while the node shuts down. From now on the node counts as not running.
+    pub fn begin_stop(&mut self, id: u64) -> Option<Child> {
+        let n = self.nodes.get_mut(&id)?;
+        let c = n.child.take()?;
+        // SAFETY: kill(2) on our own child's pid; a paused process must run to handle SIGTERM.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+            libc::kill(c.id() as i32, libc::SIGCONT);
+        }
+        n.paused = false;
+        n.last_exit = "stopping (SIGTERM sent)".to_string();
+        Some(c)
+    }
+
+    /// Records how node `id`'s process ended (shown to people).
+    pub fn record_exit(&mut self, id: u64, how: String) {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.last_exit = how;
+        }
+    }
+}
+
+/// How long a node gets to shut down cleanly after SIGTERM before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Waits until `deadline` for a process sent SIGTERM to exit, SIGKILLs it otherwise, reaps it, and says how it
+/// ended. Blocks the calling thread.
+pub fn wait_stopped(mut c: Child, deadline: Instant) -> String {
+    while Instant::now() < deadline {
+        if let Ok(Some(s)) = c.try_wait() {
+            return format!("stopped ({s})");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    format!("did not stop within {STOP_GRACE:?} of SIGTERM; killed")
 }
 
 impl Drop for LocalCluster {

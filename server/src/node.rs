@@ -150,6 +150,9 @@ pub async fn run(
         }
     }
 
+    // Set when the node starts shutting down: servers stop accepting, and open streams (watches, events) end so
+    // the graceful shutdown does not wait for them.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let events = crate::events::EventLog::new();
     crate::events::spawn_metrics_watcher(config.id, &raft, events.clone());
 
@@ -166,9 +169,9 @@ pub async fn run(
         limits: config.limits,
         default_timeout: config.request_timeout,
         unsafe_local_reads: config.unsafe_local_reads,
+        stopping: stop_rx.clone(),
     });
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {

@@ -284,6 +284,8 @@ impl Cluster for ClusterService {
                     let next = tokio::select! {
                         n = live.recv() => n,
                         _ = tx.closed() => return,
+                        // Ending the stream lets the graceful shutdown finish; the client reconnects elsewhere.
+                        _ = ctx.shutting_down() => return,
                     };
                     let item = match next {
                         Ok(e) => Ok(e),

@@ -245,6 +245,7 @@ impl Kv for KvService {
                     let batch = tokio::select! {
                         b = watcher.next_batch() => b,
                         _ = tx.closed() => return,
+                        _ = ctx2.shutting_down() => Err(WatchError::Closed),
                     };
                     let msg = match batch {
                         Ok(revs) => {

@@ -61,6 +61,16 @@ pub struct ApiContext {
     pub default_timeout: Duration,
     /// DELIBERATELY BROKEN mode for the chaos suite's self-test (see `NodeConfig::unsafe_local_reads`).
     pub unsafe_local_reads: bool,
+    /// Becomes true when the node starts shutting down; long-lived streams end then.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl ApiContext {
+    /// Resolves once the node is shutting down.
+    pub async fn shutting_down(&self) {
+        let mut rx = self.stopping.clone();
+        let _ = rx.wait_for(|s| *s).await;
+    }
 }
 
 impl ApiContext {

@@ -22,7 +22,7 @@ use axum::{
     Json, Router,
 };
 use parking_lot::Mutex;
-use raftkv::local_cluster::{set_partition, LocalCluster};
+use raftkv::local_cluster::{self, set_partition, LocalCluster};
 use raftkv_proto::dashboard::{ClusterInfo, NodeAction, NodeInfo, ProcessState};
 
 pub struct Controller {
@@ -133,20 +133,22 @@ impl Controller {
                 }
             }
             NodeAction::Stop | NodeAction::Restart => {
-                let me = self.clone();
-                let res = tokio::task::spawn_blocking(move || {
-                    let mut c = me.cluster.lock();
-                    let was_running = c.terminate(id);
-                    me.applied.lock().remove(&id);
-                    match action {
-                        NodeAction::Stop if !was_running => Err(format!("node {id} is not running")),
-                        NodeAction::Stop => Ok(()),
-                        _ => c.spawn(id).map_err(|e| format!("starting node {id}: {e}")),
-                    }
-                })
-                .await
-                .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-                res.map_err(conflict)?;
+                // The lock is not held while the node shuts down (up to STOP_GRACE): the page keeps polling.
+                let child = self.cluster.lock().begin_stop(id);
+                self.applied.lock().remove(&id);
+                if action == NodeAction::Stop && child.is_none() {
+                    return Err(conflict(format!("node {id} is not running")));
+                }
+                if let Some(child) = child {
+                    let deadline = std::time::Instant::now() + local_cluster::STOP_GRACE;
+                    let how = tokio::task::spawn_blocking(move || local_cluster::wait_stopped(child, deadline))
+                        .await
+                        .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                    self.cluster.lock().record_exit(id, how);
+                }
+                if action == NodeAction::Restart {
+                    self.cluster.lock().spawn(id).map_err(|e| conflict(format!("starting node {id}: {e}")))?;
+                }
             }
             NodeAction::Pause | NodeAction::Resume => {
                 let sig = if action == NodeAction::Pause { libc::SIGSTOP } else { libc::SIGCONT };
@@ -194,10 +196,14 @@ impl Controller {
 
     async fn forget_node(self: &Arc<Self>, id: u64) -> Result<StatusCode, Failure> {
         self.node_info(id)?;
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || me.cluster.lock().forget(id))
-            .await
-            .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let child = self.cluster.lock().begin_stop(id);
+        if let Some(child) = child {
+            let deadline = std::time::Instant::now() + local_cluster::STOP_GRACE;
+            tokio::task::spawn_blocking(move || local_cluster::wait_stopped(child, deadline))
+                .await
+                .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        }
+        self.cluster.lock().forget(id);
         self.partitioned.lock().remove(&id);
         self.applied.lock().remove(&id);
         tracing::info!(node = id, "control: forgot the node");
