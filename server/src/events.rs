@@ -26,6 +26,9 @@ use crate::raft::{Node, NodeId, Raft};
 /// Events kept for subscribers that connect later.
 pub const EVENT_BUFFER: usize = 1000;
 
+/// The least time between two looks at the metrics.
+const WATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+
 pub struct EventLog {
     incarnation: u64,
     inner: Mutex<Inner>,
@@ -192,6 +195,9 @@ pub fn spawn_metrics_watcher(id: NodeId, raft: &Raft, events: Arc<EventLog>) -> 
                 events.record(kind, next.current_term, msg);
             }
             prev = next;
+            // Metrics change on every append and commit: under load, look at most every few milliseconds (the
+            // diff still reports every state reached; only states that came and went in between are merged).
+            tokio::time::sleep(WATCH_PAUSE).await;
         }
     })
 }

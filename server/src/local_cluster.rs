@@ -96,6 +96,10 @@ impl LocalCluster {
     }
 
     /// (Re)starts node `id`'s process.
+    ///
+    /// Call it from a thread that lives as long as the cluster should (the main thread, a runtime worker): the
+    /// child is killed when *the thread that spawned it* exits (PR_SET_PDEATHSIG), so a short-lived blocking-pool
+    /// thread would take the node down with it.
     pub fn spawn(&mut self, id: u64) -> Result<()> {
         let exe = self.exe.clone();
         let n = self.nodes.get_mut(&id).ok_or_else(|| Error::Config(format!("no node {id}")))?;
@@ -288,6 +292,11 @@ impl LocalCluster {
         n.paused = false;
         n.last_exit = format!("exited on its own ({ended}); see {}", n.log.display());
         false
+    }
+
+    /// The pid of node `id`'s process, while it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.nodes.get(&id)?.child.as_ref().map(Child::id)
     }
 
     /// The ids of the nodes whose processes are running (paused ones included).

@@ -176,6 +176,10 @@ async fn process_of(dashboard: &str, id: u64) -> Option<(String, bool, String)> 
 }
 
 async fn blocked(http: &str) -> String {
+    // A node being restarted is not listening yet: nothing blocked that we can see.
+    if tokio::net::TcpStream::connect(http).await.is_err() {
+        return String::new();
+    }
     let resp = tokio::time::timeout(Duration::from_secs(2), http_get(http, "/debug/partition")).await;
     resp.map(|r| parse(&r).1.to_string()).unwrap_or_default()
 }
@@ -231,6 +235,31 @@ async fn cluster_command_serves_the_dashboard_and_breaks_nodes_on_request() {
         .await;
     }
 
+    // Partition state is re-applied to a restarted process (a new process starts healed).
+    assert_eq!(parse(&http_post(&d, "/api/nodes/3/partition").await).0, 200);
+    eventually(Duration::from_secs(10), "node 3 blocks 1 and 2", || async {
+        blocked(&http(3)).await.contains("[1,2]").then_some(())
+    })
+    .await;
+    assert_eq!(parse(&http_post(&d, "/api/nodes/3/restart").await).0, 200);
+    eventually(Duration::from_secs(20), "restarted node 3 is partitioned again", || async {
+        blocked(&http(3)).await.contains("[1,2]").then_some(())
+    })
+    .await;
+    assert_eq!(parse(&http_post(&d, "/api/nodes/3/heal").await).0, 200);
+
+    // A clean stop, with an event stream open to the node (as the dashboard always has): the node ends its
+    // streams and exits by itself, instead of being killed when the shutdown grace runs out.
+    let addr2 = format!("127.0.0.1:{}", cc.base + 1);
+    let mut events = cluster_client(&addr2).await.events(pb::EventsRequest::default()).await.unwrap().into_inner();
+    events.message().await.unwrap();
+    let r = http_post(&d, "/api/nodes/2/stop").await;
+    assert_eq!(parse(&r).0, 200, "{r}");
+    let (state, _, note) = process_of(&d, 2).await.unwrap();
+    assert_eq!((state.as_str(), note.as_str()), ("down", "stopped (exit status: 0)"));
+    assert_eq!(parse(&http_post(&d, "/api/nodes/2/stop").await).0, 409, "stopping a stopped node is a conflict");
+    assert_eq!(parse(&http_post(&d, "/api/nodes/2/restart").await).0, 200, "restart starts a stopped node");
+
     // kill -9, then restart: down with a note, then running and answering again.
     assert_eq!(parse(&http_post(&d, "/api/nodes/1/kill").await).0, 200);
     let (state, _, note) = process_of(&d, 1).await.unwrap();
@@ -257,6 +286,22 @@ async fn cluster_command_serves_the_dashboard_and_breaks_nodes_on_request() {
     assert_eq!(parse(&r).0, 204, "{r}");
     assert_eq!(cluster_info(&d).await.unwrap().nodes.len(), 3);
     assert!(port_free(cc.base + 3), "node 4's port is free again");
+    assert!(!cc._dir.path().join("node-4").exists(), "a forgotten node's data is deleted");
+    // Ids are not reused: the next node is 5, and it starts empty.
+    let r = http_post(&d, "/api/nodes").await;
+    assert!(r.contains("\"id\":5"), "{r}");
+
+    // Restarted nodes outlive the thread that started them (the parent-death signal follows the spawning
+    // thread; tokio retires idle blocking threads after 10 s).
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let info = cluster_info(&d).await.unwrap();
+    let running: Vec<u64> = info
+        .nodes
+        .iter()
+        .filter(|n| n.process == Some(raftkv_proto::dashboard::ProcessState::Running))
+        .filter_map(|n| n.id)
+        .collect();
+    assert_eq!(running, [1, 2, 3, 5], "{info:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

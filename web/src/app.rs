@@ -18,7 +18,7 @@ pub fn App() -> impl IntoView {
     let cluster = dash.cluster;
     let summary = move || {
         cluster.with(|c| match c.leader {
-            Some(l) => format!("leader: node {l} · term {}", c.term),
+            Some(l) => format!("leader: node {l} · term {}", c.leader_term.unwrap_or(c.term)),
             None if c.nodes.is_empty() => "looking for nodes…".to_string(),
             None => format!("no leader · term {}", c.term),
         })
@@ -37,6 +37,7 @@ pub fn App() -> impl IntoView {
             <span class="mode">
                 {move || if dash.control.get() { "local cluster: you can break it" } else { "read-only view" }}
             </span>
+            <span class="notice bad">{move || dash.server_problem.get().unwrap_or_default()}</span>
             <span class="notice">{move || dash.notice.get().unwrap_or_default()}</span>
         </header>
         <main>

@@ -263,9 +263,10 @@ pub fn node_view(slot: &NodeSlot) -> NodeView {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClusterView {
     pub nodes: Vec<NodeView>,
-    /// The leader of the highest term any answering node reports.
+    /// The answering node that leads the highest term among leaders.
     pub leader: Option<u64>,
-    /// The highest term any answering node is in.
+    pub leader_term: Option<u64>,
+    /// The highest term any answering node is in (a cut-off candidate's can be above the leader's).
     pub term: u64,
     /// Members of the newest membership config any answering node reports: (id, address, voter).
     pub members: Vec<(u64, String, bool)>,
@@ -288,12 +289,23 @@ pub fn cluster_view(slots: &[NodeSlot]) -> ClusterView {
     let mut nodes: Vec<NodeView> = slots.iter().map(node_view).collect();
     let live = |n: &&NodeView| !n.stale;
     let term = nodes.iter().filter(live).map(|n| n.term).max().unwrap_or(0);
-    let leader = nodes.iter().filter(live).filter(|n| n.role == RoleView::Leader && n.term == term).find_map(|n| n.id);
+    // The leader is the answering node that leads the highest term *among leaders*: a cut-off node can be in a
+    // higher term without leading (openraft has no pre-vote, so an isolated node keeps calling elections), and
+    // that must not hide the real leader. Ties (not possible in Raft) go to the one most nodes follow.
+    let follows =
+        |id: Option<u64>| nodes.iter().filter(live).filter(|n| id.is_some() && Some(n.leader_id) == id).count();
+    let leader = nodes
+        .iter()
+        .filter(live)
+        .filter(|n| n.role == RoleView::Leader)
+        .max_by_key(|n| (n.term, follows(n.id)))
+        .and_then(|n| Some((n.id?, n.term)));
     for n in &mut nodes {
-        if n.role == RoleView::Leader && (n.term < term || n.id != leader) {
+        if n.role == RoleView::Leader && leader.is_some_and(|(id, _)| n.id != Some(id)) {
             n.role = RoleView::StaleLeader;
         }
     }
+    let (leader, leader_term) = (leader.map(|l| l.0), leader.map(|l| l.1));
     // The newest membership: from the answering node with the highest (term, last log index).
     let newest = slots
         .iter()
@@ -306,7 +318,7 @@ pub fn cluster_view(slots: &[NodeSlot]) -> ClusterView {
     let voters = members.iter().filter(|m| m.2).count();
     let voters_up = members.iter().filter(|m| m.2 && up.contains(&m.0)).count();
     nodes.sort_by_key(|n| (n.id.unwrap_or(u64::MAX), n.url.clone()));
-    ClusterView { nodes, leader, term, members, voters_up, voters }
+    ClusterView { nodes, leader, leader_term, term, members, voters_up, voters }
 }
 
 /// One cell of the log grid.
@@ -541,6 +553,21 @@ mod tests {
         assert_eq!(v.leader, Some(3));
         assert_eq!(v.node(1).unwrap().role, RoleView::StaleLeader);
         assert_eq!(v.node(3).unwrap().role, RoleView::Leader);
+    }
+
+    #[test]
+    fn a_partitioned_candidate_in_a_higher_term_does_not_hide_the_leader() {
+        // Node 3 is cut off from its peers but still answers the page; it keeps calling elections.
+        let v = cluster_view(&[
+            slot(1, Some(status(1, Role::Leader, 3, 1, 12)), None),
+            slot(2, Some(status(2, Role::Follower, 3, 1, 12)), None),
+            slot(3, Some(status(3, Role::Candidate, 9, 0, 11)), None),
+        ]);
+        assert_eq!(v.leader, Some(1));
+        assert_eq!(v.leader_term, Some(3));
+        assert_eq!(v.term, 9);
+        assert_eq!(v.node(1).unwrap().role, RoleView::Leader);
+        assert_eq!(v.node(3).unwrap().role, RoleView::Candidate);
     }
 
     #[test]

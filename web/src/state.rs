@@ -16,6 +16,8 @@ use crate::{
 pub const LOG_WIDTH: u32 = 24;
 /// Events kept in the page (all nodes together).
 const EVENT_CAP: usize = 600;
+/// Operations kept in the history.
+const HISTORY_CAP: usize = 1000;
 const STATUS_EVERY: Duration = Duration::from_millis(500);
 const LOG_EVERY: Duration = Duration::from_millis(1000);
 const DISCOVER_EVERY: Duration = Duration::from_millis(1000);
@@ -37,8 +39,12 @@ pub struct Dashboard {
     pub logs: RwSignal<BTreeMap<u64, pb::LogEntriesResponse>>,
     pub events: RwSignal<Vec<SeenEvent>>,
     pub history: RwSignal<Vec<OpRecord>>,
-    /// The last problem talking to the controller, shown in the header.
+    /// The result of the last action (kill, promote, ...), shown in the header until the next one.
     pub notice: RwSignal<Option<String>>,
+    /// Set while the server that served the page does not answer.
+    pub server_problem: RwSignal<Option<String>>,
+    /// The current event follower of each node URL (a loop whose token is no longer here stops).
+    followers: StoredValue<BTreeMap<String, u64>>,
     pub cluster: Memo<ClusterView>,
 }
 
@@ -67,6 +73,8 @@ impl Dashboard {
             events: RwSignal::new(Vec::new()),
             history: RwSignal::new(Vec::new()),
             notice: RwSignal::new(None),
+            server_problem: RwSignal::new(None),
+            followers: StoredValue::new(BTreeMap::new()),
             cluster: Memo::new(move |_| slots.with(|s| model::cluster_view(s))),
         }
     }
@@ -105,11 +113,11 @@ impl Dashboard {
             None => match control::cluster_info().await {
                 Ok(info) => {
                     self.control.set(info.control);
-                    self.notice.set(None);
+                    self.server_problem.set(None);
                     info.nodes.into_iter().map(|n| (n.url.clone(), Some(n))).collect()
                 }
                 Err(e) => {
-                    self.notice.set(Some(format!("cannot reach the dashboard server: {e}")));
+                    self.server_problem.set(Some(format!("cannot reach the dashboard server: {e}")));
                     return;
                 }
             },
@@ -128,7 +136,9 @@ impl Dashboard {
                 })
                 .collect();
         });
-        for url in self.urls() {
+        let now = self.urls();
+        self.followers.update_value(|f| f.retain(|url, _| now.contains(url)));
+        for url in now {
             if !before.contains(&url) {
                 self.follow_events(url);
             }
@@ -172,11 +182,19 @@ impl Dashboard {
 
     /// Streams one node's events for as long as the node is on the page, reconnecting after failures.
     fn follow_events(self, url: String) {
+        let token = self.followers.with_value(|f| f.values().max().copied().unwrap_or(0) + 1);
+        self.followers.update_value(|f| {
+            f.insert(url.clone(), token);
+        });
+        let current = move |url: &str| self.followers.with_value(|f| f.get(url) == Some(&token));
         spawn_local(async move {
             let (mut incarnation, mut after) = (0u64, 0u64);
-            while self.slots.with_untracked(|s| s.iter().any(|s| s.url == url)) {
+            while current(&url) {
                 if let Ok(mut stream) = Node::new(url.clone()).events(incarnation, after).await {
                     while let Ok(Some(event)) = stream.message().await {
+                        if !current(&url) {
+                            break;
+                        }
                         (incarnation, after) = (event.incarnation, event.seq);
                         let node_id = self.slots.with_untracked(|s| {
                             s.iter()
@@ -213,6 +231,9 @@ impl Dashboard {
     pub fn begin(&self, op: String, target: &str, is_write: bool) -> u64 {
         let seq = self.history.with_untracked(|h| h.last().map_or(1, |r| r.seq + 1));
         self.history.update(|h| {
+            if h.len() >= HISTORY_CAP {
+                h.remove(0);
+            }
             h.push(OpRecord {
                 seq,
                 op,

@@ -5,7 +5,10 @@
 //! Partitions are *desired state*: the controller keeps the set of partitioned nodes and a reconciler pushes to
 //! every live node the peers it must drop (a partitioned node drops everyone; the others drop the partitioned
 //! ones). So a partitioned node that is restarted comes back still partitioned, and a heal reaches nodes that were
-//! paused when it was asked for.
+//! paused when it was asked for. What was pushed is remembered per process (pid), so a new process gets it again.
+//!
+//! Actions on one node never overlap (a second one while the first runs is a 409), and each runs in its own task:
+//! a client that goes away mid-restart cannot leave the node stopped and never started again.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -29,10 +32,26 @@ pub struct Controller {
     cluster: Mutex<LocalCluster>,
     /// Nodes cut off from all their peers.
     partitioned: Mutex<BTreeSet<u64>>,
-    /// What each node was last told to block (forgotten when it restarts, since a new process starts healed).
-    applied: Mutex<BTreeMap<u64, Vec<u64>>>,
+    /// What each node's process (by pid) was last told to block; a new process starts healed.
+    applied: Mutex<BTreeMap<u64, (u32, Vec<u64>)>>,
+    /// Nodes with an action in progress.
+    busy: Mutex<BTreeSet<u64>>,
+    /// The id the next added node gets: ids are never reused while this runs.
+    next_id: Mutex<u64>,
     data_dir: PathBuf,
     base_port: u16,
+}
+
+/// Marks a node busy until dropped.
+struct Busy {
+    controller: Arc<Controller>,
+    id: u64,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.controller.busy.lock().remove(&self.id);
+    }
 }
 
 type Shared = Arc<Controller>;
@@ -48,10 +67,13 @@ impl IntoResponse for Failure {
 
 impl Controller {
     pub fn new(cluster: LocalCluster, data_dir: PathBuf, base_port: u16) -> Arc<Self> {
+        let next_id = cluster.nodes.keys().max().copied().unwrap_or(0) + 1;
         Arc::new(Self {
             cluster: Mutex::new(cluster),
             partitioned: Mutex::default(),
             applied: Mutex::default(),
+            busy: Mutex::default(),
+            next_id: Mutex::new(next_id),
             data_dir,
             base_port,
         })
@@ -92,7 +114,7 @@ impl Controller {
     /// Pushes the desired partition state to every live node that has not got it yet.
     pub async fn reconcile_partitions(&self) {
         let partitioned = self.partitioned.lock().clone();
-        let targets: Vec<(u64, String, Vec<u64>)> = {
+        let targets: Vec<(u64, u32, String, Vec<u64>)> = {
             let mut c = self.cluster.lock();
             let ids: Vec<u64> = c.nodes.keys().copied().collect();
             let running = c.running_ids();
@@ -100,22 +122,29 @@ impl Controller {
             running
                 .iter()
                 .filter(|id| !c.nodes[*id].paused)
-                .map(|id| {
+                .filter_map(|id| {
+                    let pid = c.pid(*id)?;
                     let want: Vec<u64> = if partitioned.contains(id) {
                         ids.iter().copied().filter(|o| o != id).collect()
                     } else {
                         partitioned.iter().copied().filter(|o| o != id).collect()
                     };
-                    (*id, c.nodes[id].http.clone(), want)
+                    let pushed = match applied.get(id) {
+                        Some((p, w)) if *p == pid => w == &want,
+                        // A new process starts healed.
+                        _ => want.is_empty(),
+                    };
+                    (!pushed).then(|| (*id, pid, c.nodes[id].http.clone(), want))
                 })
-                .filter(|(id, _, want)| applied.get(id).map_or(!want.is_empty(), |a| a != want))
                 .collect()
         };
-        let pushes = targets.into_iter().map(|(id, http, want)| async move {
+        let pushes = targets.into_iter().map(|(id, pid, http, want)| async move {
             match set_partition(&http, id, &want).await {
-                Ok(()) => {
-                    self.applied.lock().insert(id, want);
+                // Only if it reached the process it was meant for (not one that was replaced meanwhile).
+                Ok(()) if self.cluster.lock().pid(id) == Some(pid) => {
+                    self.applied.lock().insert(id, (pid, want));
                 }
+                Ok(()) => {}
                 // Not up yet or just died: the next round retries.
                 Err(e) => tracing::debug!("partition state for node {id}: {e}"),
             }
@@ -123,8 +152,30 @@ impl Controller {
         futures::future::join_all(pushes).await;
     }
 
+    /// Marks node `id` busy, or answers 409 if an action on it is already running.
+    fn claim(self: &Arc<Self>, id: u64) -> Result<Busy, Failure> {
+        if !self.busy.lock().insert(id) {
+            return Err(Failure(StatusCode::CONFLICT, format!("an action on node {id} is still in progress")));
+        }
+        Ok(Busy { controller: self.clone(), id })
+    }
+
     async fn act(self: &Arc<Self>, id: u64, action: NodeAction) -> Result<NodeInfo, Failure> {
         self.node_info(id)?;
+        let busy = self.claim(id)?;
+        // In its own task, so it completes even if the client gives up waiting.
+        let me = self.clone();
+        let task = tokio::spawn(async move {
+            let _busy = busy;
+            me.run(id, action).await?;
+            tracing::info!(node = id, action = action.as_str(), "control");
+            me.reconcile_partitions().await;
+            me.node_info(id)
+        });
+        task.await.map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    }
+
+    async fn run(&self, id: u64, action: NodeAction) -> Result<(), Failure> {
         let conflict = |m: String| Failure(StatusCode::CONFLICT, m);
         match action {
             NodeAction::Kill => {
@@ -133,20 +184,13 @@ impl Controller {
                 }
             }
             NodeAction::Stop | NodeAction::Restart => {
-                // The lock is not held while the node shuts down (up to STOP_GRACE): the page keeps polling.
-                let child = self.cluster.lock().begin_stop(id);
-                self.applied.lock().remove(&id);
-                if action == NodeAction::Stop && child.is_none() {
+                let stopped = self.stop_process(id).await?;
+                if action == NodeAction::Stop && !stopped {
                     return Err(conflict(format!("node {id} is not running")));
                 }
-                if let Some(child) = child {
-                    let deadline = std::time::Instant::now() + local_cluster::STOP_GRACE;
-                    let how = tokio::task::spawn_blocking(move || local_cluster::wait_stopped(child, deadline))
-                        .await
-                        .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-                    self.cluster.lock().record_exit(id, how);
-                }
                 if action == NodeAction::Restart {
+                    // On a runtime worker thread, which lives as long as the process: the child's parent-death
+                    // signal is tied to the thread that spawned it (see LocalCluster::spawn).
                     self.cluster.lock().spawn(id).map_err(|e| conflict(format!("starting node {id}: {e}")))?;
                 }
             }
@@ -163,16 +207,27 @@ impl Controller {
                 self.partitioned.lock().remove(&id);
             }
         }
-        tracing::info!(node = id, action = action.as_str(), "control");
-        self.reconcile_partitions().await;
-        self.node_info(id)
+        Ok(())
+    }
+
+    /// SIGTERM node `id` and wait (up to STOP_GRACE) for it to exit, without holding the cluster lock meanwhile,
+    /// so the page keeps polling. Returns false if it was not running.
+    async fn stop_process(&self, id: u64) -> Result<bool, Failure> {
+        let Some(child) = self.cluster.lock().begin_stop(id) else { return Ok(false) };
+        let deadline = std::time::Instant::now() + local_cluster::STOP_GRACE;
+        let how = tokio::task::spawn_blocking(move || local_cluster::wait_stopped(child, deadline))
+            .await
+            .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        self.cluster.lock().record_exit(id, how);
+        Ok(true)
     }
 
     /// Starts the next node (id = highest + 1) on the next ports; it joins through the running nodes as a learner.
     async fn add_node(self: &Arc<Self>) -> Result<NodeInfo, Failure> {
         let id = {
             let mut c = self.cluster.lock();
-            let id = c.nodes.keys().max().copied().unwrap_or(0) + 1;
+            let mut next = self.next_id.lock();
+            let id = (*next).max(c.nodes.keys().max().copied().unwrap_or(0) + 1);
             let ports = u16::try_from(id - 1)
                 .ok()
                 .and_then(|i| Some((self.base_port.checked_add(i)?, self.base_port.checked_add(100 + i)?)))
@@ -188,26 +243,34 @@ impl Controller {
             }
             c.add(id, ports, &self.data_dir, Some(join.join(",")))
                 .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            *next = id + 1;
             id
         };
         tracing::info!(node = id, "control: added a node (joins as a learner)");
         self.node_info(id)
     }
 
+    /// Stops node `id` and forgets it, deleting its data: it has left the membership (the page removes it
+    /// first), and a later node with its id or directory must start empty rather than as a stale member.
     async fn forget_node(self: &Arc<Self>, id: u64) -> Result<StatusCode, Failure> {
         self.node_info(id)?;
-        let child = self.cluster.lock().begin_stop(id);
-        if let Some(child) = child {
-            let deadline = std::time::Instant::now() + local_cluster::STOP_GRACE;
-            tokio::task::spawn_blocking(move || local_cluster::wait_stopped(child, deadline))
-                .await
-                .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        }
-        self.cluster.lock().forget(id);
-        self.partitioned.lock().remove(&id);
-        self.applied.lock().remove(&id);
-        tracing::info!(node = id, "control: forgot the node");
-        Ok(StatusCode::NO_CONTENT)
+        let busy = self.claim(id)?;
+        let me = self.clone();
+        let task = tokio::spawn(async move {
+            let _busy = busy;
+            me.stop_process(id).await?;
+            let gone = me.cluster.lock().forget(id);
+            if let Some(n) = gone {
+                if let Err(e) = std::fs::remove_dir_all(&n.data_dir) {
+                    tracing::warn!("deleting {}: {e}", n.data_dir.display());
+                }
+            }
+            me.partitioned.lock().remove(&id);
+            me.applied.lock().remove(&id);
+            tracing::info!(node = id, "control: forgot the node and deleted its data");
+            Ok(StatusCode::NO_CONTENT)
+        });
+        task.await.map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     }
 }
 
@@ -240,7 +303,6 @@ pub async fn supervise(controller: Shared) {
         let exited = controller.with_cluster(|c| c.reap_exited());
         for (id, status) in exited {
             eprintln!("node {id} exited ({status}); restart it from the dashboard or see its log");
-            controller.applied.lock().remove(&id);
         }
         controller.reconcile_partitions().await;
     }

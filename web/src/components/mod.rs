@@ -22,10 +22,8 @@ pub fn NodeSelect(#[prop(into)] auto_label: String, choice: RwSignal<String>) ->
             c.nodes
                 .iter()
                 .map(|n| {
-                    let label = match n.id {
-                        Some(id) => format!("node {id} ({})", n.role.label()),
-                        None => n.url.clone(),
-                    };
+                    // No role in the label: a redraw on every role change would close an open dropdown.
+                    let label = n.id.map_or(n.url.clone(), |id| format!("node {id}"));
                     (n.url.clone(), label)
                 })
                 .collect::<Vec<_>>()

@@ -187,11 +187,19 @@ pub fn NodeCard(url: String) -> impl IntoView {
                     <button on:click=act(NodeAction::Resume) disabled=move || busy.get() || !paused()>"resume"</button>
                     {move || {
                         if partitioned() {
-                            view! { <button on:click=act(NodeAction::Heal) disabled=move || busy.get()>"heal"</button> }
+                            view! {
+                                <button data-testid="heal" on:click=act(NodeAction::Heal) disabled=move || busy.get()>
+                                    "heal"
+                                </button>
+                            }
                                 .into_any()
                         } else {
                             view! {
-                                <button on:click=act(NodeAction::Partition) disabled=move || busy.get() || down()>
+                                <button
+                                    data-testid="partition"
+                                    on:click=act(NodeAction::Partition)
+                                    disabled=move || busy.get() || down()
+                                >
                                     "partition"
                                 </button>
                             }

@@ -18,6 +18,9 @@ pub fn RaftLog() -> impl IntoView {
     let shown = move || {
         chosen.get().or_else(|| dash.cluster.with(|c| c.leader)).or_else(|| grid.with(|g| g.rows.first().map(|r| r.0)))
     };
+    // Redrawn only when that node's log changed, not on every poll.
+    let shown_log =
+        Memo::new(move |_| shown().and_then(|id| dash.logs.with(|l| l.get(&id).cloned().map(|log| (id, log)))));
     view! {
         <section class="raft-log">
             <h2>"Raft logs"</h2>
@@ -70,8 +73,7 @@ pub fn RaftLog() -> impl IntoView {
             </p>
             <div class="entries">
                 {move || {
-                    let id = shown()?;
-                    let log = dash.logs.with(|l| l.get(&id).cloned())?;
+                    let (id, log) = shown_log.get()?;
                     Some(view! {
                         <h3>
                             {format!(

@@ -33,7 +33,18 @@ pub fn WatchPanel() -> impl IntoView {
                     if generation.get_untracked() != mine {
                         break;
                     }
-                    match stream.message().await {
+                    // Wait for the next message or a stop, whichever is first; dropping the stream on a stop
+                    // aborts its fetch (a browser allows only six connections per node).
+                    let stopped = async {
+                        while generation.get_untracked() == mine {
+                            gloo_timers::future::sleep(std::time::Duration::from_millis(200)).await;
+                        }
+                    };
+                    let next = match futures::future::select(Box::pin(stream.message()), Box::pin(stopped)).await {
+                        futures::future::Either::Left((m, _)) => m,
+                        futures::future::Either::Right(_) => break,
+                    };
+                    match next {
                         Ok(Some(resp)) => {
                             if generation.get_untracked() != mine {
                                 break;
