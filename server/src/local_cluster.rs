@@ -41,6 +41,8 @@ pub struct LocalCluster {
     pub initial_cluster: String,
     exe: PathBuf,
     extra_args: Vec<String>,
+    /// Exits noticed by [`LocalCluster::is_running`] and not yet returned by [`LocalCluster::reap_exited`].
+    unreported: Vec<(u64, std::process::ExitStatus)>,
 }
 
 impl LocalCluster {
@@ -58,6 +60,7 @@ impl LocalCluster {
             nodes: BTreeMap::new(),
             initial_cluster,
             extra_args: extra_args.to_vec(),
+            unreported: Vec::new(),
         };
         for (i, (g, h)) in ports.iter().enumerate() {
             cluster.add(i as u64 + 1, (*g, *h), data_dir, None)?;
@@ -267,25 +270,23 @@ impl Drop for LocalCluster {
 impl LocalCluster {
     /// Reaps children that exited on their own; returns their ids and exit statuses.
     pub fn reap_exited(&mut self) -> Vec<(u64, std::process::ExitStatus)> {
-        let mut out = Vec::new();
-        for n in self.nodes.values_mut() {
-            if let Some(Ok(Some(status))) = n.child.as_mut().map(|c| c.try_wait()) {
-                n.child = None;
-                n.paused = false;
-                n.last_exit = format!("exited on its own ({status}); see {}", n.log.display());
-                out.push((n.id, status));
-            }
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.is_running(id);
         }
-        out
+        std::mem::take(&mut self.unreported)
     }
 
-    /// Is node `id`'s process running (as far as we know)?
+    /// Is node `id`'s process running (as far as we know)? Reaps it if it exited (reported by `reap_exited`).
     pub fn is_running(&mut self, id: u64) -> bool {
         let Some(n) = self.nodes.get_mut(&id) else { return false };
         let ended = match n.child.as_mut().map(|c| c.try_wait()) {
             None => return false,
             Some(Ok(None)) => return true,
-            Some(Ok(Some(status))) => status.to_string(),
+            Some(Ok(Some(status))) => {
+                self.unreported.push((id, status));
+                status.to_string()
+            }
             Some(Err(e)) => format!("cannot be waited for: {e}"),
         };
         n.child = None;

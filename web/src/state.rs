@@ -21,6 +21,8 @@ const HISTORY_CAP: usize = 1000;
 const STATUS_EVERY: Duration = Duration::from_millis(500);
 const LOG_EVERY: Duration = Duration::from_millis(1000);
 const DISCOVER_EVERY: Duration = Duration::from_millis(1000);
+/// An event stream this quiet is reopened (it resumes after the last event seen).
+const EVENTS_QUIET: Duration = Duration::from_secs(30);
 
 /// One event as the page keeps it: which node said it.
 #[derive(Clone, Debug, PartialEq)]
@@ -191,7 +193,11 @@ impl Dashboard {
             let (mut incarnation, mut after) = (0u64, 0u64);
             while current(&url) {
                 if let Ok(mut stream) = Node::new(url.clone()).events(incarnation, after).await {
-                    while let Ok(Some(event)) = stream.message().await {
+                    // A connection that died without an error (half-open) would be silent forever: after a quiet
+                    // spell, reconnect; the server replays only what came after the last event seen.
+                    while let Ok(Ok(Some(event))) =
+                        api::within(EVENTS_QUIET, async { Ok(stream.message().await) }).await
+                    {
                         if !current(&url) {
                             break;
                         }
