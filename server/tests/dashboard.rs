@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use harness::{eventually, free_port, http_get, http_post, http_request, TestCluster, BIN};
+use harness::{eventually, free_port, http_get, http_post, http_request, try_http_request, TestCluster, BIN};
 use raftkv_proto::{self as pb, cluster_client::ClusterClient, dashboard::ClusterInfo, EventKind};
 use tonic::transport::Channel;
 
@@ -156,17 +156,16 @@ fn start_cluster_command(web_dir: &std::path::Path) -> ClusterCommand {
 }
 
 /// The HTTP status code and body of a raw response.
-fn parse(resp: &str) -> (u16, &str) {
+fn parse(resp: &str) -> (u16, String) {
     let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, resp.split_once("\r\n\r\n").map_or("", |(_, b)| b))
+    (code, resp.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string())
 }
 
 async fn cluster_info(dashboard: &str) -> Option<ClusterInfo> {
     // Not listening yet (the cluster serves the dashboard once a leader is elected): poll again.
-    tokio::net::TcpStream::connect(dashboard).await.ok()?;
-    let resp = tokio::time::timeout(Duration::from_secs(2), http_get(dashboard, "/api/cluster")).await.ok()?;
-    let (code, body) = parse(&resp);
-    (code == 200).then(|| serde_json::from_str(body).expect("ClusterInfo JSON"))
+    let get = try_http_request(dashboard, "GET", "/api/cluster");
+    let (code, body) = parse(&tokio::time::timeout(Duration::from_secs(2), get).await.ok()??);
+    (code == 200).then(|| serde_json::from_str(&body).expect("ClusterInfo JSON"))
 }
 
 async fn process_of(dashboard: &str, id: u64) -> Option<(String, bool, String)> {
@@ -177,11 +176,11 @@ async fn process_of(dashboard: &str, id: u64) -> Option<(String, bool, String)> 
 
 async fn blocked(http: &str) -> String {
     // A node being restarted is not listening yet: nothing blocked that we can see.
-    if tokio::net::TcpStream::connect(http).await.is_err() {
-        return String::new();
+    let get = try_http_request(http, "GET", "/debug/partition");
+    match tokio::time::timeout(Duration::from_secs(2), get).await {
+        Ok(Some(r)) => parse(&r).1,
+        _ => String::new(),
     }
-    let resp = tokio::time::timeout(Duration::from_secs(2), http_get(http, "/debug/partition")).await;
-    resp.map(|r| parse(&r).1.to_string()).unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,11 +195,7 @@ async fn cluster_command_serves_the_dashboard_and_breaks_nodes_on_request() {
     assert!(info.control);
     assert_eq!(info.nodes.len(), 3);
     assert_eq!(info.nodes[0].url, format!("http://127.0.0.1:{}", cc.base));
-    let (code, body) = {
-        let r = http_get(&d, "/").await;
-        let (c, b) = parse(&r);
-        (c, b.to_string())
-    };
+    let (code, body) = parse(&http_get(&d, "/").await);
     assert_eq!(code, 200);
     assert!(body.contains("test dashboard"), "{body}");
 
@@ -314,11 +309,7 @@ async fn a_node_serves_a_read_only_dashboard_with_web_dir() {
     let http = cluster.nodes[&1].http.clone();
     let resp = http_get(&http, "/").await;
     assert!(resp.contains("node dashboard"), "{resp}");
-    let (code, body) = {
-        let r = http_get(&http, "/api/cluster").await;
-        let (c, b) = parse(&r);
-        (c, b.to_string())
-    };
+    let (code, body) = parse(&http_get(&http, "/api/cluster").await);
     assert_eq!(code, 200);
     let info: ClusterInfo = serde_json::from_str(&body).unwrap();
     assert!(!info.control, "a node does not control processes");

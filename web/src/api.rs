@@ -55,6 +55,14 @@ pub async fn within<T>(limit: Duration, f: impl Future<Output = Result<T>>) -> R
     }
 }
 
+/// Awaits one gRPC call with a client-side deadline and unwraps its answer.
+async fn call<T>(
+    limit: Duration,
+    rpc: impl Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+) -> Result<T> {
+    within(limit, async { rpc.await.map(tonic::Response::into_inner).map_err(Error::Rpc) }).await
+}
+
 fn request<T>(msg: T, timeout: Duration) -> Request<T> {
     let mut r = Request::new(msg);
     r.set_timeout(timeout);
@@ -81,47 +89,32 @@ impl Node {
     }
 
     pub async fn status(&self) -> Result<pb::StatusResponse> {
-        within(QUICK, async {
-            let r = self.cluster().status(request(pb::StatusRequest {}, QUICK)).await;
-            r.map(|r| r.into_inner()).map_err(Error::Rpc)
-        })
-        .await
+        call(QUICK, self.cluster().status(request(pb::StatusRequest {}, QUICK))).await
     }
 
     pub async fn log_entries(&self, limit: u32) -> Result<pb::LogEntriesResponse> {
-        within(QUICK, async {
-            let r = self.cluster().log_entries(request(pb::LogEntriesRequest { to: 0, limit }, QUICK)).await;
-            r.map(|r| r.into_inner()).map_err(Error::Rpc)
-        })
-        .await
+        call(QUICK, self.cluster().log_entries(request(pb::LogEntriesRequest { to: 0, limit }, QUICK))).await
     }
 
     /// The node's event stream, replaying buffered events after `after_seq` of `incarnation` (all of them if
     /// the node restarted since).
     pub async fn events(&self, incarnation: u64, after_seq: u64) -> Result<Streaming<pb::NodeEvent>> {
-        within(QUICK, async {
-            let r = self.cluster().events(pb::EventsRequest { after_seq, incarnation }).await;
-            r.map(|r| r.into_inner()).map_err(Error::Rpc)
-        })
-        .await
+        call(QUICK, self.cluster().events(pb::EventsRequest { after_seq, incarnation })).await
     }
 
     pub async fn put(&self, key: &str, value: &str) -> Result<pb::PutResponse> {
         let msg = pb::PutRequest { key: key.into(), value: value.into(), prev_kv: true };
-        within(USER, async { self.kv().put(request(msg, USER)).await.map(|r| r.into_inner()).map_err(Error::Rpc) })
-            .await
+        call(USER, self.kv().put(request(msg, USER))).await
     }
 
     pub async fn get(&self, key: &str, serializable: bool) -> Result<pb::GetResponse> {
         let msg = pb::GetRequest { key: key.into(), serializable };
-        within(USER, async { self.kv().get(request(msg, USER)).await.map(|r| r.into_inner()).map_err(Error::Rpc) })
-            .await
+        call(USER, self.kv().get(request(msg, USER))).await
     }
 
     pub async fn delete(&self, key: &str) -> Result<pb::DeleteResponse> {
         let msg = pb::DeleteRequest { key: key.into(), range_end: vec![], prev_kv: true };
-        within(USER, async { self.kv().delete(request(msg, USER)).await.map(|r| r.into_inner()).map_err(Error::Rpc) })
-            .await
+        call(USER, self.kv().delete(request(msg, USER))).await
     }
 
     pub async fn scan(&self, prefix: &str, serializable: bool, limit: i64) -> Result<pb::RangeResponse> {
@@ -133,8 +126,7 @@ impl Node {
             count_only: false,
             serializable,
         };
-        within(USER, async { self.kv().range(request(msg, USER)).await.map(|r| r.into_inner()).map_err(Error::Rpc) })
-            .await
+        call(USER, self.kv().range(request(msg, USER))).await
     }
 
     /// Watches every key under `prefix` from now on.
@@ -145,23 +137,17 @@ impl Node {
             start_revision: 0,
             prev_kv: false,
         };
-        within(QUICK, async { self.kv().watch(msg).await.map(|r| r.into_inner()).map_err(Error::Rpc) }).await
+        call(QUICK, self.kv().watch(msg)).await
     }
 
     pub async fn member_promote(&self, id: u64) -> Result<pb::MemberPromoteResponse> {
         let msg = pb::MemberPromoteRequest { id };
-        within(USER, async {
-            self.cluster().member_promote(request(msg, USER)).await.map(|r| r.into_inner()).map_err(Error::Rpc)
-        })
-        .await
+        call(USER, self.cluster().member_promote(request(msg, USER))).await
     }
 
     pub async fn member_remove(&self, id: u64) -> Result<pb::MemberRemoveResponse> {
         let msg = pb::MemberRemoveRequest { id };
-        within(USER, async {
-            self.cluster().member_remove(request(msg, USER)).await.map(|r| r.into_inner()).map_err(Error::Rpc)
-        })
-        .await
+        call(USER, self.cluster().member_remove(request(msg, USER))).await
     }
 }
 

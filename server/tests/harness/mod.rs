@@ -281,13 +281,18 @@ pub async fn http_get(addr: &str, path: &str) -> String {
 
 /// A minimal HTTP/1.1 request without a body; returns the raw response.
 pub async fn http_request(addr: &str, method: &str, path: &str) -> String {
+    try_http_request(addr, method, path).await.expect("connect to node HTTP port")
+}
+
+/// [`http_request`], or None when nothing listens at `addr` (yet).
+pub async fn try_http_request(addr: &str, method: &str, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to node HTTP port");
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
-    out
+    Some(out)
 }
 
 impl Drop for TestCluster {
