@@ -22,7 +22,7 @@ use clap::Parser;
 use raftkv::{
     client::Client,
     config::parse_duration,
-    local_cluster::{free_port, LocalCluster},
+    local_cluster::{LocalCluster, NodePorts},
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -76,6 +76,9 @@ struct Args {
     /// Run the servers in a DELIBERATELY BROKEN mode (local linearizable reads) to prove the checker catches it.
     #[arg(long)]
     unsafe_local_reads: bool,
+    /// TLS on every port of the cluster (mutual TLS between peers, client certificates required).
+    #[arg(long)]
+    tls: bool,
     /// Check a recorded `history.json` again instead of running a cluster.
     #[arg(long)]
     recheck: Option<PathBuf>,
@@ -138,8 +141,7 @@ async fn run(args: &Args) -> anyhow::Result<record::History> {
     };
 
     let dir = tempfile::Builder::new().prefix("raftkv-chaos-").tempdir()?;
-    let ports: Vec<(u16, u16)> =
-        (0..args.nodes).map(|_| Ok((free_port()?, free_port()?))).collect::<raftkv::Result<_>>()?;
+    let ports: Vec<NodePorts> = (0..args.nodes).map(|_| NodePorts::free()).collect::<raftkv::Result<_>>()?;
     let mut serve_args: Vec<String> =
         ["--snapshot-every", "500", "--keep-after-snapshot", "100", "--request-timeout", "2s"]
             .into_iter()
@@ -148,8 +150,9 @@ async fn run(args: &Args) -> anyhow::Result<record::History> {
     if args.unsafe_local_reads {
         serve_args.push("--unsafe-local-reads".into());
     }
-    let mut cluster = LocalCluster::start(&exe, &ports, dir.path(), &serve_args)?;
+    let mut cluster = LocalCluster::start_with_tls(&exe, &ports, dir.path(), &serve_args, args.tls)?;
     cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let tls = cluster.client_tls().unwrap_or_default();
 
     let rec = Arc::new(Recorder::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -168,12 +171,19 @@ async fn run(args: &Args) -> anyhow::Result<record::History> {
             pinned,
             keys: args.keys,
             seed: rng.random(),
+            tls: tls.clone(),
         };
         tasks.push(tokio::spawn(workload::run_client(spec, rec.clone(), stop.clone(), inc.clone())));
     }
     let final_revision = Arc::new(AtomicI64::new(i64::MAX));
     let watch_targets: Vec<(u64, String)> = (1..=args.nodes).zip(endpoints.iter().cloned()).collect();
-    let watcher = tokio::spawn(workload::run_watcher(watch_targets, rec.clone(), stop.clone(), final_revision.clone()));
+    let watcher = tokio::spawn(workload::run_watcher(
+        watch_targets,
+        rec.clone(),
+        stop.clone(),
+        final_revision.clone(),
+        tls.clone(),
+    ));
 
     // Faults, round after round, in a seeded order.
     let started = Instant::now();
@@ -209,7 +219,7 @@ async fn run(args: &Args) -> anyhow::Result<record::History> {
         }
     }
     cluster.wait_for_leader(Duration::from_secs(30)).await.context("the cluster did not recover after the run")?;
-    let client = Client::new(cluster.endpoints(), Duration::from_secs(10));
+    let client = workload::connect(cluster.endpoints(), Duration::from_secs(10), &tls);
     let mut finals = BTreeMap::new();
     let mut final_ops = Vec::new();
     for k in 0..args.keys {
@@ -233,7 +243,7 @@ async fn run(args: &Args) -> anyhow::Result<record::History> {
     // Convergence: every node ends with the same data.
     let mut convergence = Vec::new();
     for (id, addr) in (1..=args.nodes).zip(cluster.endpoints()) {
-        let node = Client::new(vec![addr], Duration::from_secs(5));
+        let node = workload::connect(vec![addr], Duration::from_secs(5), &tls);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let applied = node.status(node.endpoints()[0].as_str()).await.map(|s| s.applied_index).unwrap_or(0);

@@ -49,7 +49,7 @@ impl Nemesis {
 
 /// The node most nodes currently name as leader.
 pub async fn current_leader(cluster: &LocalCluster) -> Option<u64> {
-    let client = Client::new(cluster.endpoints(), Duration::from_millis(500));
+    let Ok(client) = cluster.client(Duration::from_millis(500)) else { return None };
     let mut votes = std::collections::BTreeMap::<u64, usize>::new();
     for (_, s) in client.status_all().await {
         if let Ok(s) = s {

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use raftkv::{client::Client, keyspace::prefix_end};
+use raftkv::{client::Client, keyspace::prefix_end, tls::ClientTls};
 use raftkv_proto as pb;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use tonic::Status;
@@ -59,10 +59,17 @@ pub struct ClientSpec {
     pub pinned: Option<u64>,
     pub keys: usize,
     pub seed: u64,
+    /// The cluster's client TLS files (empty without TLS).
+    pub tls: ClientTls,
+}
+
+/// A client of `endpoints` with the cluster's TLS files (checked when the cluster started).
+pub fn connect(endpoints: Vec<String>, timeout: Duration, tls: &ClientTls) -> Client {
+    Client::new(endpoints, timeout).with_tls(tls.clone()).expect("the cluster's TLS files are usable")
 }
 
 pub async fn run_client(spec: ClientSpec, rec: Arc<Recorder>, stop: Arc<AtomicBool>, inc: Incarnations) {
-    let client = Client::new(spec.endpoints.clone(), Duration::from_secs(2));
+    let client = connect(spec.endpoints.clone(), Duration::from_secs(2), &spec.tls);
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let mut last_seen: HashMap<String, Option<String>> = HashMap::new();
     let p = spec.process;
@@ -187,6 +194,7 @@ pub async fn run_watcher(
     rec: Arc<Recorder>,
     stop: Arc<AtomicBool>,
     final_revision: Arc<AtomicI64>,
+    tls: ClientTls,
 ) {
     let mut next: i64 = 1;
     let mut turn = 0usize;
@@ -198,7 +206,7 @@ pub async fn run_watcher(
         }
         let (node, addr) = endpoints[turn % endpoints.len()].clone();
         turn += 1;
-        let client = Client::new(vec![addr], Duration::from_secs(2));
+        let client = connect(vec![addr], Duration::from_secs(2), &tls);
         let req = pb::WatchRequest {
             key: PREFIX.as_bytes().to_vec(),
             range_end: prefix_end(PREFIX.as_bytes()),

@@ -24,10 +24,10 @@ use clap::ValueEnum;
 use hdrhistogram::Histogram;
 use raftkv::{client::Client, keyspace::KeySpace};
 use raftkv_proto::{self as pb, kv_client::KvClient};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::cli::{print_table, Cli, Output};
-use raftkv::local_cluster::{free_port, LocalCluster};
+use raftkv::local_cluster::{LocalCluster, NodePorts};
 
 #[derive(Copy, Clone, PartialEq, Eq, ValueEnum, Debug)]
 pub enum Workload {
@@ -61,6 +61,9 @@ pub struct BenchArgs {
     /// Start a local 3-node cluster on free ports for the run (instead of using --endpoints).
     #[arg(long)]
     pub start_cluster: bool,
+    /// With --start-cluster: TLS on every port (mutual TLS between peers, client certificates required).
+    #[arg(long, requires = "start_cluster")]
+    pub tls: bool,
     /// What --endpoints point at: raftkv, or etcd (v3 API; put etcd's leader first) for a comparison.
     #[arg(long, value_enum, default_value_t = Target::Raftkv)]
     pub target: Target,
@@ -131,20 +134,27 @@ fn sm_insert(a: &BenchArgs) -> BenchResult {
     BenchResult { name: "sm-insert (in-process)".into(), ops: a.total, errors: 0, elapsed: start.elapsed(), hist }
 }
 
-fn channels(addrs: &[String], per_node: usize) -> anyhow::Result<Vec<Channel>> {
+fn channels(addrs: &[String], per_node: usize, tls: Option<&ClientTlsConfig>) -> anyhow::Result<Vec<Channel>> {
     let mut out = Vec::new();
     for addr in addrs {
         for _ in 0..per_node.max(1) {
-            out.push(
-                tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect_lazy(),
-            );
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let mut e = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))?.tcp_nodelay(true);
+            if let Some(t) = tls {
+                e = e.tls_config(t.clone())?;
+            }
+            out.push(e.connect_lazy());
         }
     }
     Ok(out)
 }
 
-fn connections(addrs: &[String], per_node: usize) -> anyhow::Result<Vec<KvClient<Channel>>> {
-    Ok(channels(addrs, per_node)?.into_iter().map(KvClient::new).collect())
+fn connections(
+    addrs: &[String],
+    per_node: usize,
+    tls: Option<&ClientTlsConfig>,
+) -> anyhow::Result<Vec<KvClient<Channel>>> {
+    Ok(channels(addrs, per_node, tls)?.into_iter().map(KvClient::new).collect())
 }
 
 /// The same workloads against etcd's v3 API: writes and linearizable reads to the first endpoint (pass etcd's
@@ -156,7 +166,7 @@ async fn run_etcd(a: &BenchArgs, endpoints: &[String]) -> anyhow::Result<Vec<Ben
     let value = Arc::new(vec![b'v'; a.val_size]);
     let leader = std::slice::from_ref(&endpoints[0]);
     let conns = |addrs: &[String]| -> anyhow::Result<Vec<EtcdKv<Channel>>> {
-        Ok(channels(addrs, a.conns)?.into_iter().map(EtcdKv::new).collect())
+        Ok(channels(addrs, a.conns, None)?.into_iter().map(EtcdKv::new).collect())
     };
     let wants = |w: Workload| a.workload == w || a.workload == Workload::All;
     let v = value.clone();
@@ -258,28 +268,31 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> anyhow::Result<ExitCode> {
         return print_results(cli, a, &results);
     }
     let mut _local = None;
+    let mut tls_files = cli.tls();
     if needs_cluster {
         let endpoints = if a.start_cluster {
             let dir = tempfile::Builder::new().prefix("raftkv-bench-").tempdir()?;
-            let ports: Vec<(u16, u16)> =
-                (0..3).map(|_| Ok((free_port()?, free_port()?))).collect::<raftkv::Result<_>>()?;
+            let ports: Vec<NodePorts> = (0..3).map(|_| NodePorts::free()).collect::<raftkv::Result<_>>()?;
             let exe = std::env::current_exe()?;
-            let mut c = LocalCluster::start(&exe, &ports, dir.path(), &[])?;
+            let mut c = LocalCluster::start_with_tls(&exe, &ports, dir.path(), &[], a.tls)?;
             c.wait_for_leader(Duration::from_secs(30)).await?;
             let eps = c.endpoints();
+            tls_files = c.client_tls().unwrap_or_default();
             _local = Some((c, dir));
             eps
         } else {
             cli.endpoints.clone()
         };
-        let client = Client::new(endpoints.clone(), Duration::from_secs(5));
+        let client = Client::new(endpoints.clone(), Duration::from_secs(5)).with_tls(tls_files.clone())?;
+        let tls = if tls_files.is_set() { Some(tls_files.config()?) } else { None };
+        let tls = tls.as_ref();
         let leader = find_leader(&client).await?;
         eprintln!("bench: leader at {leader}; {} clients over {} connections per node", a.clients, a.conns);
         let value = Arc::new(vec![b'v'; a.val_size]);
         let (ks, keys) = (a.key_size, a.keys);
         if matches!(a.workload, Workload::Write | Workload::All | Workload::Read | Workload::ReadSerializable) {
             let v = value.clone();
-            let r = drive("write", a, connections(std::slice::from_ref(&leader), a.conns)?, move |mut c, i| {
+            let r = drive("write", a, connections(std::slice::from_ref(&leader), a.conns, tls)?, move |mut c, i| {
                 let v = v.clone();
                 async move {
                     c.put(pb::PutRequest { key: key(i % keys, ks), value: v.to_vec(), prev_kv: false })
@@ -297,7 +310,7 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> anyhow::Result<ExitCode> {
                 drive(
                     "read (linearizable)",
                     a,
-                    connections(std::slice::from_ref(&leader), a.conns)?,
+                    connections(std::slice::from_ref(&leader), a.conns, tls)?,
                     move |mut c, i| async move {
                         c.get(pb::GetRequest { key: key(i % keys, ks), serializable: false }).await.map(|_| ())
                     },
@@ -307,7 +320,7 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> anyhow::Result<ExitCode> {
         }
         if matches!(a.workload, Workload::ReadSerializable | Workload::All) {
             results.push(
-                drive("read (serializable)", a, connections(&endpoints, a.conns)?, move |mut c, i| async move {
+                drive("read (serializable)", a, connections(&endpoints, a.conns, tls)?, move |mut c, i| async move {
                     c.get(pb::GetRequest { key: key(i % keys, ks), serializable: true }).await.map(|_| ())
                 })
                 .await,

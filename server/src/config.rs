@@ -49,15 +49,27 @@ impl Default for RaftTuning {
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub id: NodeId,
-    /// gRPC + gRPC-Web listen address.
+    /// Client port: gRPC + gRPC-Web (the public `KV` and `Cluster` services).
     pub listen: SocketAddr,
-    /// Address peers and clients use to reach this node (defaults to `listen`).
+    /// Address clients (and forwarding members) use to reach this node's client port (defaults to `listen`).
     pub advertise: String,
+    /// Peer port: the Raft service only, never served on the client port.
+    pub listen_peer: SocketAddr,
+    /// Address other members use to reach this node's peer port (defaults to `listen_peer`); what
+    /// `--initial-cluster` lists.
+    pub advertise_peer: String,
+    /// TLS on the client and HTTP ports (`--cert-file`, `--key-file`, `--trusted-ca-file`, `--client-cert-auth`).
+    pub client_tls: Option<crate::tls::TlsFiles>,
+    /// Mutual TLS on the peer port and for connections to peers (`--peer-cert-file`, `--peer-key-file`,
+    /// `--peer-trusted-ca-file`).
+    pub peer_tls: Option<crate::tls::TlsFiles>,
     /// HTTP address for /metrics, /healthz, /readyz, /status.
     pub http: Option<SocketAddr>,
     pub data_dir: PathBuf,
-    /// Members to bootstrap a new cluster with (empty when joining).
+    /// Members to bootstrap a new cluster with, by peer address (empty when joining).
     pub initial_cluster: BTreeMap<NodeId, String>,
+    /// Mixed into a new cluster's id (etcd's `--initial-cluster-token`).
+    pub initial_cluster_token: String,
     /// An endpoint of an existing cluster to join as a learner.
     pub join: Option<String>,
     pub limits: Limits,
@@ -66,7 +78,8 @@ pub struct NodeConfig {
     /// Revisions of change history kept in memory for watchers.
     pub watch_history: usize,
     pub wal_segment_bytes: u64,
-    /// Allowed browser origins for gRPC-Web (empty = any).
+    /// Browser origins allowed to call the client port through gRPC-Web (empty = none; `*` = any, an explicit
+    /// opt-in). `serve --web-dir` adds its own dashboard's origin.
     pub cors_origins: Vec<String>,
     /// Enables the partition hook (for `raftkv cluster` and tests).
     pub fault_injection: bool,
@@ -85,14 +98,19 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// A config with defaults for everything but identity and places.
-    pub fn new(id: NodeId, listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+    pub fn new(id: NodeId, listen: SocketAddr, listen_peer: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
         Self {
             id,
             listen,
             advertise: listen.to_string(),
+            listen_peer,
+            advertise_peer: listen_peer.to_string(),
+            client_tls: None,
+            peer_tls: None,
             http: None,
             data_dir: data_dir.into(),
             initial_cluster: BTreeMap::new(),
+            initial_cluster_token: "raftkv-cluster".into(),
             join: None,
             limits: Limits::default(),
             raft: RaftTuning::default(),
@@ -114,6 +132,26 @@ impl NodeConfig {
             return Err(Error::Config("--id must be a positive integer".into()));
         }
         validate_addr(&self.advertise).map_err(|e| Error::Config(format!("--advertise: {e}")))?;
+        validate_addr(&self.advertise_peer).map_err(|e| Error::Config(format!("--advertise-peer: {e}")))?;
+        if self.listen == self.listen_peer {
+            return Err(Error::Config(format!(
+                "--listen and --listen-peer are both {}: the peer port must be a port of its own",
+                self.listen
+            )));
+        }
+        if self.http.is_some_and(|h| h == self.listen || h == self.listen_peer) {
+            return Err(Error::Config("--http must be a port of its own (not --listen or --listen-peer)".into()));
+        }
+        if let Some(t) = &self.client_tls {
+            if t.require_client_cert && t.trusted_ca.is_none() {
+                return Err(Error::Config("--client-cert-auth needs --trusted-ca-file (the CA clients' certificates are signed by)".into()));
+            }
+        }
+        if let Some(t) = &self.peer_tls {
+            if t.trusted_ca.is_none() {
+                return Err(Error::Config("--peer-cert-file needs --peer-trusted-ca-file: peers authenticate each other".into()));
+            }
+        }
         if self.join.is_some() && !self.initial_cluster.is_empty() {
             return Err(Error::Config(
                 "use either --initial-cluster (new cluster) or --join (existing cluster), not both".into(),
@@ -128,10 +166,11 @@ impl NodeConfig {
                         format_cluster(&self.initial_cluster)
                     )))
                 }
-                Some(addr) if addr != &self.advertise => {
+                Some(addr) if addr != &self.advertise_peer => {
                     return Err(Error::Config(format!(
-                        "--initial-cluster gives node {} the address {addr}, but it advertises {}",
-                        self.id, self.advertise
+                        "--initial-cluster gives node {} the peer address {addr}, but it advertises {} \
+                         (--initial-cluster lists peer addresses: --advertise-peer, default --listen-peer)",
+                        self.id, self.advertise_peer
                     )))
                 }
                 _ => {}
@@ -155,9 +194,42 @@ impl NodeConfig {
         Ok(())
     }
 
+    /// Host names browsers may use to reach this node's client and HTTP ports, besides IP literals and
+    /// `localhost` (the DNS-rebinding check of [`crate::origin`]): the advertised host, the dashboard endpoints'
+    /// and the allowed origins' hosts.
+    pub fn browser_hosts(&self) -> Vec<String> {
+        let mut hosts = vec![crate::origin::host_name(&self.advertise).to_string()];
+        for url in self.dashboard_endpoints.iter().chain(&self.cors_origins) {
+            let authority = url.split_once("://").map_or(url.as_str(), |(_, r)| r).split('/').next().unwrap_or("");
+            hosts.push(crate::origin::host_name(authority).to_string());
+        }
+        hosts.retain(|h| !h.is_empty() && h != "*");
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
+
+    /// The browser origins allowed on the client port: `--cors-origin`, plus this node's own dashboard
+    /// (`--web-dir`) at its HTTP port, by IP, `localhost` and every browser host name.
+    pub fn allowed_origins(&self, https: bool) -> Vec<String> {
+        let mut origins = self.cors_origins.clone();
+        if let (Some(_), Some(http)) = (&self.web_dir, self.http) {
+            let scheme = if https { "https" } else { "http" };
+            let mut hosts = self.browser_hosts();
+            hosts.extend(["localhost".to_string(), "127.0.0.1".to_string()]);
+            if !http.ip().is_unspecified() {
+                hosts.push(http.ip().to_string());
+            }
+            for host in hosts {
+                origins.push(format!("{scheme}://{host}:{}", http.port()));
+            }
+        }
+        origins
+    }
+
     /// The cluster id a bootstrapping cluster derives from its initial membership (same on every member).
     pub fn bootstrap_cluster_id(&self) -> u64 {
-        let spec = format_cluster(&self.initial_cluster);
+        let spec = format!("{}\0{}", format_cluster(&self.initial_cluster), self.initial_cluster_token);
         // FNV-1a: stable across versions and platforms, unlike std's hasher.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in spec.bytes() {
@@ -237,16 +309,24 @@ mod tests {
 
     #[test]
     fn validate_catches_misconfiguration() {
-        let mut c = NodeConfig::new(4, "127.0.0.1:7004".parse().unwrap(), "/tmp/x");
+        let mut c = NodeConfig::new(4, "127.0.0.1:7004".parse().unwrap(), "127.0.0.1:7204".parse().unwrap(), "/tmp/x");
         c.initial_cluster = parse_cluster("1=127.0.0.1:7001,2=127.0.0.1:7002").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("does not contain this node's id 4"));
         c.id = 0;
         assert!(c.validate().is_err());
-        let mut c = NodeConfig::new(1, "127.0.0.1:7001".parse().unwrap(), "/tmp/x");
+        let mut c = NodeConfig::new(1, "127.0.0.1:7001".parse().unwrap(), "127.0.0.1:7201".parse().unwrap(), "/tmp/x");
         c.initial_cluster = parse_cluster("1=127.0.0.1:7001").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("peer address"), "initial cluster lists peer addresses");
+        c.initial_cluster = parse_cluster("1=127.0.0.1:7201").unwrap();
         assert!(c.validate().is_ok());
+        c.listen_peer = c.listen;
+        assert!(c.validate().unwrap_err().to_string().contains("port of its own"));
+        c.listen_peer = "127.0.0.1:7201".parse().unwrap();
         let a = c.bootstrap_cluster_id();
-        c.initial_cluster = parse_cluster("1=127.0.0.1:7001,2=127.0.0.1:7002").unwrap();
+        c.initial_cluster = parse_cluster("1=127.0.0.1:7201,2=127.0.0.1:7202").unwrap();
         assert_ne!(a, c.bootstrap_cluster_id());
+        let b = c.bootstrap_cluster_id();
+        c.initial_cluster_token = "another".into();
+        assert_ne!(b, c.bootstrap_cluster_id(), "the token separates clusters with the same members");
     }
 }

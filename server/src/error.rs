@@ -28,7 +28,7 @@ pub enum Error {
     #[error(transparent)]
     Wal(#[from] WalError),
 
-    #[error("snapshot {} is corrupt ({reason}); refusing to start — restore this node from a peer", path.display())]
+    #[error("snapshot {} is corrupt ({reason}); refusing to start — remove the member (raftkv members remove ID), wipe its data directory and start it with --join", path.display())]
     CorruptSnapshot { path: PathBuf, reason: String },
 
     #[error("{0}")]
@@ -67,6 +67,10 @@ pub enum Error {
     #[error("configuration: {0}")]
     Config(String),
 
+    /// Starting would endanger the cluster (e.g. a member whose data is gone re-joining as if it had never run).
+    #[error("refusing to start: {0}")]
+    RefuseStart(String),
+
     /// A status returned by the leader a request was forwarded to, passed through unchanged.
     #[error("{}", .0.message())]
     Forwarded(Box<tonic::Status>),
@@ -93,7 +97,7 @@ impl Error {
             Error::OutcomeUnknown(_) => Code::Unknown,
             Error::Compacted(_) => Code::OutOfRange,
             Error::UnknownMember(_) => Code::NotFound,
-            Error::FailedPrecondition(_) | Error::Config(_) => Code::FailedPrecondition,
+            Error::FailedPrecondition(_) | Error::Config(_) | Error::RefuseStart(_) => Code::FailedPrecondition,
             Error::Forwarded(s) => return *s.clone(),
             Error::Io { .. }
             | Error::Wal(_)

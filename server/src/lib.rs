@@ -19,10 +19,12 @@
 //! - [`keyspace`]: the ordered MVCC key space the state machine applies commands to.
 //! - [`watch`]: the revision-ordered change feed behind `Watch`.
 //! - [`events`]: the node's event log (elections, snapshots, membership, faults) behind `Cluster/Events`.
-//! - [`api`]: the gRPC services (KV, Cluster, peer-only Raft) and the one place errors become statuses.
+//! - [`api`]: the gRPC services (KV, Cluster on the client port; Raft on the peer port) and the one place errors become statuses.
 //! - [`http`]: metrics, health, readiness, status JSON, fault injection.
 //! - [`dashboard`]: serving the browser dashboard's files and `GET /api/cluster`.
 //! - [`node`]: wiring it together; `run(config, listeners, shutdown)`.
+//! - [`tls`]: TLS and mTLS on the client, peer and HTTP ports, reloaded when the files change.
+//! - [`origin`]: the guard that keeps foreign web pages (and DNS rebinding) out of every browser-reachable port.
 //! - [`client`]: the retrying client used by the CLI, bench and tests.
 //! - [`local_cluster`]: child `raftkv serve` processes on loopback (`raftkv cluster`, bench, chaos suite).
 //! - [`error`]: the crate's error type.
@@ -39,7 +41,9 @@ pub mod keyspace;
 pub mod local_cluster;
 pub mod metrics;
 pub mod node;
+pub mod origin;
 pub mod raft;
+pub mod tls;
 pub mod wal;
 pub mod watch;
 

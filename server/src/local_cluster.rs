@@ -19,10 +19,30 @@ use crate::{
     error::{Error, Result},
 };
 
+/// The three ports of one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodePorts {
+    /// Client port (gRPC, gRPC-Web).
+    pub grpc: u16,
+    /// Peer port (Raft).
+    pub peer: u16,
+    pub http: u16,
+}
+
+impl NodePorts {
+    /// Three free loopback ports.
+    pub fn free() -> Result<Self> {
+        Ok(Self { grpc: free_port()?, peer: free_port()?, http: free_port()? })
+    }
+}
+
 /// One child node.
 pub struct NodeProcess {
     pub id: u64,
+    /// Client address.
     pub addr: String,
+    /// Peer address.
+    pub peer: String,
     pub http: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
@@ -41,46 +61,106 @@ pub struct LocalCluster {
     pub initial_cluster: String,
     exe: PathBuf,
     extra_args: Vec<String>,
+    /// With TLS: where the throwaway CA and the certificates are (see [`crate::tls::make_test_pki`]).
+    tls_dir: Option<PathBuf>,
     /// Exits noticed by [`LocalCluster::is_running`] and not yet returned by [`LocalCluster::reap_exited`].
     unreported: Vec<(u64, std::process::ExitStatus)>,
 }
 
 impl LocalCluster {
-    /// Starts nodes `1..=ports.len()`, node i on `ports[i-1] = (grpc, http)`.
-    pub fn start(exe: &Path, ports: &[(u16, u16)], data_dir: &Path, extra_args: &[String]) -> Result<Self> {
+    /// Starts nodes `1..=ports.len()`, node i on `ports[i-1]`, in plain text.
+    pub fn start(exe: &Path, ports: &[NodePorts], data_dir: &Path, extra_args: &[String]) -> Result<Self> {
+        Self::start_with_tls(exe, ports, data_dir, extra_args, false)
+    }
+
+    /// Starts nodes `1..=ports.len()`; with `tls`, every port speaks TLS (clients must present a certificate,
+    /// peers authenticate each other) with a throwaway CA made in `data_dir/tls` on first use.
+    pub fn start_with_tls(
+        exe: &Path,
+        ports: &[NodePorts],
+        data_dir: &Path,
+        extra_args: &[String],
+        tls: bool,
+    ) -> Result<Self> {
         fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, "create", e))?;
         let initial_cluster = ports
             .iter()
             .enumerate()
-            .map(|(i, (g, _))| format!("{}=127.0.0.1:{g}", i + 1))
+            .map(|(i, p)| format!("{}=127.0.0.1:{}", i + 1, p.peer))
             .collect::<Vec<_>>()
             .join(",");
+        let tls_dir = tls.then(|| data_dir.join("tls"));
+        if let Some(dir) = &tls_dir {
+            if !dir.join("ca.pem").exists() {
+                // Certificates for nodes added later too: ids up to 32.
+                let ids: Vec<u64> = (1..=32).collect();
+                crate::tls::make_test_pki(dir, &ids, &["127.0.0.1".to_string(), "localhost".to_string()])?;
+            }
+        }
         let mut cluster = LocalCluster {
             exe: exe.to_path_buf(),
             nodes: BTreeMap::new(),
             initial_cluster,
             extra_args: extra_args.to_vec(),
+            tls_dir,
             unreported: Vec::new(),
         };
-        for (i, (g, h)) in ports.iter().enumerate() {
-            cluster.add(i as u64 + 1, (*g, *h), data_dir, None)?;
+        for (i, p) in ports.iter().enumerate() {
+            cluster.add(i as u64 + 1, *p, data_dir, None)?;
         }
         Ok(cluster)
     }
 
-    /// Starts node `id` on `ports = (grpc, http)` with its data in `data_dir/node-id`. With `join`, the node asks
-    /// that endpoint to add it as a learner instead of bootstrapping.
-    pub fn add(&mut self, id: u64, ports: (u16, u16), data_dir: &Path, join: Option<String>) -> Result<()> {
+    /// The files a client of this cluster needs (None without TLS).
+    pub fn client_tls(&self) -> Option<crate::tls::ClientTls> {
+        self.tls_dir.as_ref().map(|d| crate::tls::ClientTls {
+            cacert: Some(d.join("ca.pem")),
+            cert: Some(d.join("client.pem")),
+            key: Some(d.join("client-key.pem")),
+        })
+    }
+
+    /// A client of this cluster (with its TLS files, if any).
+    pub fn client(&self, timeout: Duration) -> Result<Client> {
+        let c = Client::new(self.endpoints(), timeout);
+        match self.client_tls() {
+            Some(t) => c.with_tls(t),
+            None => Ok(c),
+        }
+    }
+
+    /// `raftkv serve` flags for node `id`'s TLS files.
+    fn tls_args(&self, id: u64) -> Vec<String> {
+        let Some(d) = &self.tls_dir else { return Vec::new() };
+        let f = |name: &str| d.join(name).display().to_string();
+        let (cert, key, ca) = (f(&format!("node-{id}.pem")), f(&format!("node-{id}-key.pem")), f("ca.pem"));
+        [
+            ("--cert-file", &cert),
+            ("--key-file", &key),
+            ("--trusted-ca-file", &ca),
+            ("--peer-cert-file", &cert),
+            ("--peer-key-file", &key),
+            ("--peer-trusted-ca-file", &ca),
+        ]
+        .into_iter()
+        .flat_map(|(k, v)| [k.to_string(), v.clone()])
+        .chain(std::iter::once("--client-cert-auth".to_string()))
+        .collect()
+    }
+
+    /// Starts node `id` on `ports` with its data in `data_dir/node-id`. With `join`, the node asks that endpoint
+    /// to add it as a learner instead of bootstrapping.
+    pub fn add(&mut self, id: u64, ports: NodePorts, data_dir: &Path, join: Option<String>) -> Result<()> {
         if self.nodes.contains_key(&id) {
             return Err(Error::Config(format!("node {id} already exists")));
         }
-        let (g, h) = ports;
         self.nodes.insert(
             id,
             NodeProcess {
                 id,
-                addr: format!("127.0.0.1:{g}"),
-                http: format!("127.0.0.1:{h}"),
+                addr: format!("127.0.0.1:{}", ports.grpc),
+                peer: format!("127.0.0.1:{}", ports.peer),
+                http: format!("127.0.0.1:{}", ports.http),
                 data_dir: data_dir.join(format!("node-{id}")),
                 log: data_dir.join(format!("node-{id}.log")),
                 join,
@@ -105,6 +185,7 @@ impl LocalCluster {
     /// thread would take the node down with it.
     pub fn spawn(&mut self, id: u64) -> Result<()> {
         let exe = self.exe.clone();
+        let tls_args = self.tls_args(id);
         let n = self.nodes.get_mut(&id).ok_or_else(|| Error::Config(format!("no node {id}")))?;
         let io = |e| Error::io(&n.log, "open log", e);
         let mut log = fs::OpenOptions::new().create(true).append(true).open(&n.log).map_err(io)?;
@@ -113,7 +194,7 @@ impl LocalCluster {
         }
         let mut cmd = Command::new(&exe);
         cmd.arg("serve")
-            .args(["--id", &id.to_string(), "--listen", &n.addr, "--http", &n.http])
+            .args(["--id", &id.to_string(), "--listen", &n.addr, "--listen-peer", &n.peer, "--http", &n.http])
             .arg("--data-dir")
             .arg(&n.data_dir)
             .args(match &n.join {
@@ -121,6 +202,7 @@ impl LocalCluster {
                 None => ["--initial-cluster", &self.initial_cluster],
             })
             .arg("--fault-injection")
+            .args(tls_args)
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(io)?)
@@ -171,7 +253,7 @@ impl LocalCluster {
 
     /// Waits until some node reports a leader that a majority agrees on.
     pub async fn wait_for_leader(&mut self, timeout: Duration) -> Result<(u64, String)> {
-        let client = Client::new(self.endpoints(), Duration::from_secs(1));
+        let client = self.client(Duration::from_secs(1))?;
         let deadline = Instant::now() + timeout;
         loop {
             self.check_alive()?;
@@ -336,24 +418,19 @@ impl LocalCluster {
     /// Cuts node `id` off from `peers` through its fault-injection hook (an empty list heals it).
     pub async fn partition(&self, id: u64, peers: &[u64]) -> Result<()> {
         let n = self.nodes.get(&id).ok_or_else(|| Error::Config(format!("no node {id}")))?;
-        set_partition(&n.http, id, peers).await
+        set_partition(&n.http, id, peers, self.client_tls().as_ref()).await
     }
 }
 
-/// Tells the node whose HTTP address is `http` to drop Raft traffic to and from `peers` (empty heals it).
-pub async fn set_partition(http: &str, id: u64, peers: &[u64]) -> Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// Tells the node whose HTTP address is `http` to drop Raft traffic to and from `peers` (empty heals it). With
+/// `tls`, the HTTP port speaks TLS (its certificate is checked against `tls.cacert`).
+pub async fn set_partition(http: &str, id: u64, peers: &[u64], tls: Option<&crate::tls::ClientTls>) -> Result<()> {
     let list = peers.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",");
     let req = format!(
         "POST /debug/partition?peers={list} HTTP/1.1\r\nHost: {http}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
-    let run = async {
-        let mut s = tokio::net::TcpStream::connect(http).await?;
-        s.write_all(req.as_bytes()).await?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).await?;
-        Ok::<_, std::io::Error>(out)
-    };
+    let connector = tls.map(|t| t.connector()).transpose()?;
+    let run = crate::tls::http_exchange(http, req, connector);
     match tokio::time::timeout(Duration::from_secs(2), run).await {
         Ok(Ok(resp)) if resp.starts_with("HTTP/1.1 200") => Ok(()),
         Ok(Ok(resp)) => Err(Error::Unavailable(format!("node {id} refused the partition: {resp}"))),

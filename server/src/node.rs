@@ -1,5 +1,15 @@
-//! Wiring one raftkv node: open the data directory and storage, start openraft, serve gRPC (+ gRPC-Web, CORS,
-//! health, reflection) and HTTP, and shut everything down cleanly.
+//! Wiring one raftkv node: open the data directory and storage, start openraft, serve the three ports, and shut
+//! everything down cleanly.
+//!
+//! - The **client port** (`--listen`): the public `KV` and `Cluster` services, health and reflection, over gRPC
+//!   and gRPC-Web; browsers only from the origins allowed (`--cors-origin`, none by default).
+//! - The **peer port** (`--listen-peer`): the Raft service only — no gRPC-Web, no CORS, nothing public.
+//! - The **HTTP port** (`--http`, optional): metrics, health, status, the dashboard's files.
+//!
+//! With `--cert-file` the client and HTTP ports speak TLS only; with `--peer-cert-file` the peer port speaks
+//! mutual TLS only ([`crate::tls`]). A new member with an empty data directory first asks the cluster whether
+//! it is already a member that has run ([`refuse_amnesia`]); if so it refuses to start rather than vote with
+//! a log it has forgotten.
 //!
 //! [`run`] takes already-bound listeners and a shutdown future (mini-redis style), so tests and `raftkv cluster`
 //! bind port 0 or their own ports and stop nodes deterministically.
@@ -26,6 +36,7 @@ use crate::{
     raft::{
         log_store::LogStore,
         network::{FaultInjector, Network, NetworkShared, PeerChannels},
+        peer_auth::PeerSecret,
         snapshot::SnapshotDir,
         state_machine::StateMachineStore,
         Node, Raft,
@@ -36,6 +47,7 @@ use crate::{
 /// The sockets a node serves on.
 pub struct Listeners {
     pub grpc: TcpListener,
+    pub peer: TcpListener,
     pub http: Option<TcpListener>,
 }
 
@@ -55,11 +67,12 @@ pub async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
 impl Listeners {
     pub async fn bind(config: &NodeConfig) -> Result<Self> {
         let grpc = bind(config.listen, "gRPC (--listen)").await?;
+        let peer = bind(config.listen_peer, "peers (--listen-peer)").await?;
         let http = match config.http {
             Some(a) => Some(bind(a, "HTTP (--http)").await?),
             None => None,
         };
-        Ok(Self { grpc, http })
+        Ok(Self { grpc, peer, http })
     }
 }
 
@@ -80,15 +93,70 @@ fn openraft_config(config: &NodeConfig) -> Result<openraft::Config> {
     c.validate().map_err(|e| Error::Config(format!("raft settings: {e}")))
 }
 
-/// Runs a node until `shutdown` resolves. Returns an error if start-up fails (bad data dir, corrupt WAL, ...).
+/// The TLS configurations of a node's ports (None = plain text).
+struct PortsTls {
+    client: Option<crate::tls::ReloadingServer>,
+    http: Option<crate::tls::ReloadingServer>,
+    peer: Option<crate::tls::ReloadingServer>,
+}
+
+impl PortsTls {
+    fn load(config: &NodeConfig) -> Result<Self> {
+        use crate::tls::ReloadingServer;
+        let client = match &config.client_tls {
+            // h2 for gRPC, http/1.1 for browsers' gRPC-Web.
+            Some(f) => Some(ReloadingServer::new(f.clone(), vec![b"h2", b"http/1.1"], "client")?),
+            None => None,
+        };
+        let http = match (&config.client_tls, config.http) {
+            // Client certificates are not required here: probes and metrics scrapers rarely have one, and the port
+            // serves no data beyond status (fault injection, where enabled, is for test clusters).
+            (Some(f), Some(_)) => {
+                let files = crate::tls::TlsFiles { require_client_cert: false, ..f.clone() };
+                Some(ReloadingServer::new(files, vec![b"http/1.1"], "http")?)
+            }
+            _ => None,
+        };
+        let peer = match &config.peer_tls {
+            Some(f) => Some(ReloadingServer::new(f.clone(), vec![b"h2"], "peer")?),
+            None => None,
+        };
+        Ok(Self { client, http, peer })
+    }
+
+    fn all(&self) -> Vec<crate::tls::ReloadingServer> {
+        [&self.client, &self.http, &self.peer].into_iter().flatten().cloned().collect()
+    }
+}
+
+/// Spawns a task serving a tonic router on `listener`, over TLS when `tls` is set. (A macro: the routers' layer
+/// stacks differ in type, and tonic's bounds on them are long.)
+macro_rules! spawn_grpc {
+    ($router:expr, $listener:expr, $tls:expr, $stopped:expr) => {{
+        let (router, listener, stopped) = ($router, $listener, $stopped);
+        match $tls {
+            None => tokio::spawn(async move {
+                router.serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stopped).await
+            }),
+            Some(tls) => tokio::spawn(async move {
+                router.serve_with_incoming_shutdown(crate::tls::tonic_incoming(listener, tls), stopped).await
+            }),
+        }
+    }};
+}
+
+/// Runs a node until `shutdown` resolves. Returns an error if start-up fails (bad data dir, corrupt WAL, ...), or
+/// if the node has to stop for a reason it cannot serve through (then the process should exit non-zero).
 pub async fn run(
     config: NodeConfig,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     config.validate()?;
+    let mut shutdown = Box::pin(shutdown);
+    let tls = PortsTls::load(&config)?;
     let metrics = Arc::new(Metrics::new());
-    let mut data_dir = DataDir::open(&config.data_dir, config.id)?;
+    let data_dir = DataDir::open(&config.data_dir, config.id)?;
 
     let mut wal_opts = WalOptions::new(data_dir.wal_dir());
     wal_opts.segment_bytes = config.wal_segment_bytes;
@@ -109,21 +177,27 @@ pub async fn run(
         StateMachineStore::open(SnapshotDir::open(data_dir.snapshot_dir())?, config.watch_history, metrics.clone())?;
     let log_store = LogStore::new(wal.clone(), state_machine.durable_snapshot());
 
-    if data_dir.cluster_id() == 0 && !config.initial_cluster.is_empty() {
-        data_dir.set_cluster_id(config.bootstrap_cluster_id())?;
-    }
     let network = Arc::new(NetworkShared {
         id: config.id,
         cluster_id: AtomicU64::new(data_dir.cluster_id()),
-        channels: PeerChannels::default(),
+        client_addr: config.advertise.clone(),
+        peer_channels: PeerChannels::new(tls.peer.clone()),
+        client_channels: PeerChannels::new(tls.client.clone()),
         faults: FaultInjector::new(config.fault_injection),
-        peer_secret: config.peer_secret.clone(),
+        peer_secret: config.peer_secret.as_deref().map(PeerSecret::new),
         traffic: Default::default(),
+        client_addrs: Default::default(),
     });
     if config.unsafe_local_reads {
         tracing::warn!("UNSAFE: --unsafe-local-reads serves linearizable reads locally; reads may be stale");
     }
-    let data_dir = Arc::new(Mutex::new(data_dir));
+    if tls.peer.is_none() && network.peer_secret.is_none() {
+        tracing::warn!(
+            "peers are not authenticated (no --peer-cert-file, no peer secret): anyone who can reach {} can \
+             send this node Raft messages; fine on loopback or a private network only",
+            config.listen_peer
+        );
+    }
 
     let raft = Raft::new(
         config.id,
@@ -134,13 +208,60 @@ pub async fn run(
     )
     .await
     .map_err(|e| Error::Internal(format!("starting raft: {e}")))?;
-
     let initialized = raft.is_initialized().await.map_err(|e| Error::Internal(e.to_string()))?;
+
+    // Set when the node starts shutting down: servers stop accepting, and open streams (watches, events) end so
+    // the graceful shutdown does not wait for them.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopping = stop_rx.clone();
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    // Why the node must stop on its own (it then exits non-zero so a supervisor restarts or alerts).
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::unbounded_channel::<Error>();
+
+    // The peer port first: fresh members ask each other who is there before any of them bootstraps.
+    let data_dir = Arc::new(Mutex::new(data_dir));
+    let dd = data_dir.clone();
+    // A joining node learns its cluster id from its first peer message; persist it.
+    let on_cluster_id = Arc::new(move |id: u64| {
+        if let Err(e) = dd.lock().set_cluster_id(id) {
+            tracing::error!("recording cluster id: {e}");
+        }
+    });
+    const MAX_MSG: usize = crate::raft::network::MAX_PEER_MESSAGE;
+    let peer_router = tonic::transport::Server::builder().http2_adaptive_window(Some(true)).add_service(
+        RaftServer::new(PeerService::new(raft.clone(), network.clone(), on_cluster_id))
+            .max_decoding_message_size(MAX_MSG)
+            .max_encoding_message_size(MAX_MSG),
+    );
+    let peer_task = spawn_grpc!(peer_router, listeners.peer, tls.peer.clone(), stopped());
+
     if !initialized && !config.initial_cluster.is_empty() {
+        tokio::select! {
+            r = refuse_amnesia(&config, &network) => r?,
+            _ = &mut shutdown => {
+                let _ = stop_tx.send(true);
+                return Ok(());
+            }
+        }
+        {
+            let mut dd = data_dir.lock();
+            if dd.cluster_id() == 0 {
+                dd.set_cluster_id(config.bootstrap_cluster_id())?;
+                network.cluster_id.store(dd.cluster_id(), std::sync::atomic::Ordering::SeqCst);
+            }
+        }
         let members = config
             .initial_cluster
             .iter()
-            .map(|(id, addr)| (*id, Node { addr: addr.clone() }))
+            .map(|(id, peer_addr)| {
+                let addr = if *id == config.id { config.advertise.clone() } else { String::new() };
+                (*id, Node { addr, peer_addr: peer_addr.clone() })
+            })
             .collect::<std::collections::BTreeMap<_, _>>();
         match raft.initialize(members).await {
             Ok(()) => {
@@ -149,16 +270,15 @@ pub async fn run(
             Err(e) => tracing::info!("not bootstrapping: {e}"),
         }
     }
-
-    // Set when the node starts shutting down: servers stop accepting, and open streams (watches, events) end so
-    // the graceful shutdown does not wait for them.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let events = crate::events::EventLog::new();
     crate::events::spawn_metrics_watcher(config.id, &raft, events.clone());
+    crate::raft::announce::spawn(raft.clone(), network.clone(), stopped());
+    crate::tls::spawn_reloader(tls.all(), stopped());
 
     let ctx = Arc::new(ApiContext {
         id: config.id,
         addr: config.advertise.clone(),
+        peer_addr: config.advertise_peer.clone(),
         raft: raft.clone(),
         proposer: crate::raft::proposer::Proposer::start(raft.clone(), config.proposals_in_flight),
         state_machine: state_machine.clone(),
@@ -169,23 +289,10 @@ pub async fn run(
         limits: config.limits,
         default_timeout: config.request_timeout,
         unsafe_local_reads: config.unsafe_local_reads,
-        stopping: stop_rx.clone(),
+        stopping,
     });
 
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-
-    // gRPC + gRPC-Web on one port.
-    let dd = data_dir.clone();
-    let on_cluster_id = Arc::new(move |id: u64| {
-        if let Err(e) = dd.lock().set_cluster_id(id) {
-            tracing::error!("recording cluster id: {e}");
-        }
-    });
+    // The client port: public services, gRPC + gRPC-Web, CORS only for the allowed origins.
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<KvServer<KvService>>().await;
     // Reflection v1 and v1alpha: grpcurl and other tools use whichever the server offers.
@@ -197,11 +304,17 @@ pub async fn run(
     let reflection = reflection_builder().build_v1().map_err(|e| Error::Internal(format!("reflection: {e}")))?;
     let reflection_alpha =
         reflection_builder().build_v1alpha().map_err(|e| Error::Internal(format!("reflection: {e}")))?;
-    let cors = cors_layer(&config.cors_origins);
-    const MAX_MSG: usize = crate::raft::network::MAX_PEER_MESSAGE;
-    let grpc = tonic::transport::Server::builder()
+    let origins = config.allowed_origins(tls.http.is_some());
+    let browser_policy = |grpc| crate::origin::OriginPolicy {
+        allowed_origins: origins.clone(),
+        allowed_hosts: config.browser_hosts(),
+        grpc,
+    };
+    let cors = cors_layer(&origins);
+    let client_router = tonic::transport::Server::builder()
         .accept_http1(true)
         .http2_adaptive_window(Some(true))
+        .layer(crate::origin::OriginGuardLayer::new(browser_policy(true)))
         .layer(cors)
         .layer(tonic_web::GrpcWebLayer::new())
         .add_service(
@@ -210,64 +323,108 @@ pub async fn run(
                 .max_encoding_message_size(MAX_MSG),
         )
         .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
-        .add_service(
-            RaftServer::new(PeerService::new(raft.clone(), network.clone(), on_cluster_id))
-                .max_decoding_message_size(MAX_MSG)
-                .max_encoding_message_size(MAX_MSG),
-        )
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(reflection_alpha)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)), stopped());
-    let grpc_task = tokio::spawn(grpc);
+        .add_service(reflection_alpha);
+    let grpc_task = spawn_grpc!(client_router, listeners.grpc, tls.client.clone(), stopped());
 
-    let http_task = listeners.http.map(|l| {
-        let mut router = crate::http::router(ctx.clone());
-        if let Some(dir) = &config.web_dir {
-            if !crate::dashboard::is_built(dir) {
-                tracing::warn!(dir = %dir.display(), "no dashboard build there; {}", crate::dashboard::BUILD_HINT);
+    let http_task = match listeners.http {
+        None => None,
+        Some(l) => {
+            let mut router = crate::http::router(ctx.clone());
+            if let Some(dir) = &config.web_dir {
+                if !crate::dashboard::is_built(dir) {
+                    tracing::warn!(dir = %dir.display(), "no dashboard build there; {}", crate::dashboard::BUILD_HINT);
+                }
+                router = router.merge(crate::http::dashboard_router(
+                    ctx.clone(),
+                    dir.clone(),
+                    config.dashboard_endpoints.clone(),
+                ));
             }
-            router = router.merge(crate::http::dashboard_router(
-                ctx.clone(),
-                dir.clone(),
-                config.dashboard_endpoints.clone(),
-            ));
+            let router = router.layer(crate::origin::OriginGuardLayer::new(browser_policy(false)));
+            let fut = stopped();
+            Some(match tls.http.clone() {
+                None => tokio::spawn(async move { axum::serve(l, router).with_graceful_shutdown(fut).await }),
+                Some(t) => {
+                    let l = crate::tls::AxumTlsListener::new(l, t)
+                        .map_err(|e| Error::Internal(format!("HTTP TLS listener: {e}")))?;
+                    tokio::spawn(async move { axum::serve(l, router).with_graceful_shutdown(fut).await })
+                }
+            })
         }
-        let fut = stopped();
-        tokio::spawn(async move { axum::serve(l, router).with_graceful_shutdown(fut).await })
-    });
+    };
 
     if let (false, Some(endpoint)) = (initialized, config.join.clone()) {
-        tokio::spawn(join_cluster(endpoint, config.id, config.advertise.clone(), stopped()));
+        let client_tls = config.client_tls.as_ref().map(|f| crate::tls::ClientTls {
+            cacert: f.trusted_ca.clone(),
+            cert: Some(f.cert.clone()),
+            key: Some(f.key.clone()),
+        });
+        let me = JoinAs { id: config.id, addr: config.advertise.clone(), peer_addr: config.advertise_peer.clone() };
+        let fatal = fatal_tx.clone();
+        let stop = stopped();
+        tokio::spawn(async move {
+            tokio::select! {
+                r = join_cluster(endpoint, me, client_tls) => if let Err(e) = r { let _ = fatal.send(e); },
+                _ = stop => {}
+            }
+        });
     }
 
-    tracing::info!(id = config.id, listen = %config.listen, advertise = %config.advertise, http = ?config.http, "raftkv node serving");
-    shutdown.await;
-    tracing::info!("shutting down");
+    tracing::info!(
+        id = config.id,
+        listen = %config.listen,
+        advertise = %config.advertise,
+        listen_peer = %config.listen_peer,
+        advertise_peer = %config.advertise_peer,
+        http = ?config.http,
+        client_tls = tls.client.is_some(),
+        peer_tls = tls.peer.is_some(),
+        "raftkv node serving"
+    );
+    let fatal = tokio::select! {
+        _ = &mut shutdown => None,
+        Some(e) = fatal_rx.recv() => Some(e),
+    };
+    match &fatal {
+        None => tracing::info!("shutting down"),
+        Some(e) => tracing::error!("stopping: {e}"),
+    }
     let _ = stop_tx.send(true);
     // Give in-flight RPCs a moment; then stop Raft, so no write is acknowledged after its storage is closed.
     let _ = tokio::time::timeout(Duration::from_secs(5), grpc_task).await;
     if let Some(t) = http_task {
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
     }
+    let _ = tokio::time::timeout(Duration::from_secs(2), peer_task).await;
     if let Err(e) = raft.shutdown().await {
         tracing::warn!("raft shutdown: {e}");
     }
     wal.sync()?;
+    if let Some(e) = fatal {
+        return Err(e);
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }
 
 fn cors_layer(origins: &[String]) -> CorsLayer {
-    let allow = if origins.is_empty() || origins.iter().any(|o| o == "*") {
+    let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
+        // An empty list allows no cross-origin request at all (the browser gets no CORS headers).
         AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
     };
     CorsLayer::new()
         .allow_origin(allow)
-        .allow_headers(tower_http::cors::Any)
-        .allow_methods([http::Method::POST, http::Method::GET, http::Method::OPTIONS])
+        .allow_headers([
+            http::header::CONTENT_TYPE,
+            http::HeaderName::from_static("x-grpc-web"),
+            http::HeaderName::from_static("x-user-agent"),
+            http::HeaderName::from_static("grpc-timeout"),
+        ])
+        .allow_methods([http::Method::POST, http::Method::OPTIONS])
         .expose_headers([
             http::HeaderName::from_static("grpc-status"),
             http::HeaderName::from_static("grpc-message"),
@@ -278,40 +435,99 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
         .max_age(Duration::from_secs(3600))
 }
 
-/// Asks an existing cluster to add this node as a learner, retrying until it answers.
-async fn join_cluster(endpoint: String, id: u64, addr: String, stopped: impl Future<Output = ()>) {
-    let attempt = async {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            // Several endpoints may be given, comma-separated; the client tries them in turn.
-            let endpoints = endpoint.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
-            let client = crate::client::Client::new(endpoints, Duration::from_secs(5));
-            match client.member_add(id, &addr).await {
-                Ok(_) => {
-                    tracing::info!(%endpoint, "joined the cluster as a learner; promote with `raftkv members promote {id}`");
-                    return;
+/// Refuses to bootstrap a member whose data is gone while its cluster still counts it.
+///
+/// A member that ran has acknowledged entries and cast votes; if its data directory is lost and it simply
+/// bootstrapped again, it would vote with an empty log, and one more failure could lose acknowledged writes. So a
+/// node with no Raft state and `--initial-cluster` first asks the other listed members (over the authenticated
+/// peer protocol). If any of them belongs to a cluster in which this node's id has announced its client address
+/// (it has run: see [`crate::raft::announce`]), it refuses with the repair. Otherwise it waits until a majority
+/// of the listed members (itself included) has answered — so that a lost directory is noticed even while some
+/// peers are down — and then bootstraps as on a first start.
+async fn refuse_amnesia(config: &NodeConfig, network: &NetworkShared) -> Result<()> {
+    let others: Vec<(u64, String)> =
+        config.initial_cluster.iter().filter(|(id, _)| **id != config.id).map(|(id, a)| (*id, a.clone())).collect();
+    let majority = config.initial_cluster.len() / 2 + 1;
+    let started = std::time::Instant::now();
+    let mut last_log = started;
+    loop {
+        let answers = futures::future::join_all(
+            others.iter().map(|(id, addr)| network.hello(*id, addr, Duration::from_millis(1000))),
+        )
+        .await;
+        let mut answered = 1; // this node
+        for (info, (peer, addr)) in answers.iter().zip(&others) {
+            let Ok(info) = info else { continue };
+            answered += 1;
+            let me = info.members.iter().find(|(id, _, _)| *id == config.id);
+            if let (true, Some((_, _, client_addr))) = (info.initialized, me) {
+                if !client_addr.is_empty() {
+                    return Err(Error::RefuseStart(format!(
+                        "this node's data directory {} is empty, but node {peer} (at {addr}) belongs to a cluster \
+                         in which node {} has already run (at {client_addr}). Starting now would make it vote \
+                         with a log it has forgotten. Repair: remove it from the cluster (`raftkv members remove \
+                         {}`), then start it with an empty data directory and --join <a member's client \
+                         address> instead of --initial-cluster; promote it once it has caught up.",
+                        config.data_dir.display(),
+                        config.id,
+                        config.id,
+                    )));
                 }
-                Err(e) if e.code() == tonic::Code::FailedPrecondition && e.message().contains("already exists") => {
-                    // Only fine if the existing member is this node at this address.
-                    if e.message().contains(&format!("(at {addr},")) {
-                        tracing::info!("already a member of the cluster");
-                    } else {
-                        tracing::error!(
-                            "member id {id} already exists with another address: {}; remove it first \
-                             (raftkv members remove {id}) or pick another --id",
-                            e.message()
-                        );
-                    }
-                    return;
-                }
-                Err(e) => tracing::warn!(%endpoint, "joining the cluster: {}; retrying", e.message()),
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
-    };
-    tokio::select! {
-        _ = attempt => {}
-        _ = stopped => {}
+        if answered >= majority {
+            return Ok(());
+        }
+        if last_log.elapsed() > Duration::from_secs(5) {
+            last_log = std::time::Instant::now();
+            tracing::warn!(
+                answered,
+                majority,
+                waited = ?started.elapsed(),
+                "waiting for a majority of --initial-cluster to answer before bootstrapping"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Who a joining node is.
+struct JoinAs {
+    id: u64,
+    addr: String,
+    peer_addr: String,
+}
+
+/// Asks an existing cluster to add this node as a learner, retrying until it answers. Fails (the node stops)
+/// when the cluster already has a member with this id: this node's data directory is empty, so that member's
+/// data is gone and it must be removed first.
+async fn join_cluster(endpoint: String, me: JoinAs, tls: Option<crate::tls::ClientTls>) -> Result<()> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        // Several endpoints may be given, comma-separated; the client tries them in turn.
+        let endpoints = endpoint.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
+        let mut client = crate::client::Client::new(endpoints, Duration::from_secs(5));
+        if let Some(t) = &tls {
+            client = client.with_tls(t.clone())?;
+        }
+        match client.member_add(me.id, &me.peer_addr, &me.addr).await {
+            Ok(_) => {
+                tracing::info!(%endpoint, "joined the cluster as a learner; promote with `raftkv members promote {}`", me.id);
+                return Ok(());
+            }
+            Err(e) if e.code() == tonic::Code::FailedPrecondition && e.message().contains("already exists") => {
+                return Err(Error::RefuseStart(format!(
+                    "the cluster already has a member {}: {}. This node's data directory is empty, so it cannot be \
+                     that member any more. Remove it first (`raftkv members remove {}`), then start this node \
+                     again; or pick another --id.",
+                    me.id,
+                    e.message(),
+                    me.id
+                )));
+            }
+            Err(e) => tracing::warn!(%endpoint, "joining the cluster: {}; retrying", e.message()),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }

@@ -51,9 +51,9 @@ async fn bad_requests_get_precise_errors() {
     let e = c.member_remove(77).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     assert!(e.message().contains("unknown member 77"));
-    let e = c.member_add(0, "127.0.0.1:1").await.unwrap_err();
+    let e = c.member_add(0, "127.0.0.1:1", "").await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    let e = c.member_add(9, "not-an-address").await.unwrap_err();
+    let e = c.member_add(9, "not-an-address", "").await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
 
     // Raw garbage on the wire does not crash the node.
@@ -98,6 +98,7 @@ async fn wrong_data_dir_and_busy_port_refuse_to_start() {
     std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
     let out = Command::new(BIN)
         .args(["serve", "--id", "5", "--listen", &format!("127.0.0.1:{}", harness::free_port())])
+        .args(["--listen-peer", &format!("127.0.0.1:{}", harness::free_port())])
         .arg("--data-dir")
         .arg(&foreign)
         .output()
@@ -109,6 +110,7 @@ async fn wrong_data_dir_and_busy_port_refuse_to_start() {
     // A port in use (node 1's).
     let out = Command::new(BIN)
         .args(["serve", "--id", "2", "--listen", &cluster.addr(1)])
+        .args(["--listen-peer", &format!("127.0.0.1:{}", harness::free_port())])
         .arg("--data-dir")
         .arg(&n2_dir)
         .output()

@@ -135,7 +135,7 @@ fn start_cluster_command(web_dir: &std::path::Path) -> ClusterCommand {
     let serial = harness::serial();
     let base = loop {
         let b = free_port();
-        if b < 31_800 && [1, 2, 3, 100, 101, 102, 103].iter().all(|o| port_free(b + o)) {
+        if b < 31_800 && [1, 2, 3, 100, 101, 102, 103, 200, 201, 202, 203].iter().all(|o| port_free(b + o)) {
             break b;
         }
     };

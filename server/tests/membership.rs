@@ -31,7 +31,7 @@ async fn add_promote_remove() {
     assert_eq!(cluster.status(4).await.unwrap().role, raftkv_proto::Role::Learner as i32);
 
     // Adding it again is refused precisely.
-    let err = client.member_add(4, &cluster.addr(4)).await.unwrap_err();
+    let err = client.member_add(4, &cluster.peer_addr(4), &cluster.addr(4)).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
 
     // Promote: it becomes a voter.

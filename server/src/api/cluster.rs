@@ -44,7 +44,7 @@ fn log_entry(e: &Entry, commit_index: u64) -> pb::LogEntry {
         EntryPayload::Normal(cmd) => (pb::LogEntryKind::Command, cmd.to_string()),
         EntryPayload::Membership(m) => {
             let voters: Vec<String> = m.get_joint_config().iter().map(|c| format!("{c:?}")).collect();
-            let nodes: Vec<String> = m.nodes().map(|(id, n)| format!("{id}={}", n.addr)).collect();
+            let nodes: Vec<String> = m.nodes().map(|(id, n)| format!("{id}={n}")).collect();
             (
                 pb::LogEntryKind::Membership,
                 format!("membership: voters {} nodes {}", voters.join(" + "), nodes.join(",")),
@@ -89,7 +89,12 @@ impl ApiContext {
         let voters: BTreeSet<NodeId> = m.membership().get_joint_config().last().cloned().unwrap_or_default();
         m.membership()
             .nodes()
-            .map(|(id, n)| pb::Member { id: *id, addr: n.addr.clone(), voter: voters.contains(id) })
+            .map(|(id, n)| pb::Member {
+                id: *id,
+                addr: self.network.client_addr_of(*id, Some(n)),
+                voter: voters.contains(id),
+                peer_addr: n.peer_addr.clone(),
+            })
             .collect()
     }
 
@@ -114,7 +119,7 @@ impl ApiContext {
         };
         let leader_addr = m
             .current_leader
-            .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()))
+            .map(|l| self.network.client_addr_of(l, m.membership_config.membership().get_node(&l)))
             .unwrap_or_default();
         let replication = m
             .replication
@@ -182,17 +187,22 @@ impl ApiContext {
             election_timeout_min_ms: config.election_timeout_min,
             election_timeout_max_ms: config.election_timeout_max,
             peers,
+            peer_addr: self.peer_addr.clone(),
+            client_tls: self.network.client_channels.tls(),
+            peer_tls: self.network.peer_channels.tls(),
         }
     }
 
     fn cluster_client(&self, addr: &str) -> Result<ClusterClient<tonic::transport::Channel>> {
-        Ok(ClusterClient::new(self.peer_channel(addr)?))
+        Ok(ClusterClient::new(self.member_channel(addr)?))
     }
 
     fn membership_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> Error {
         match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match (f.leader_id, f.leader_node) {
-                (Some(id), Some(n)) if id != self.id => Error::NotLeader { leader_id: id, leader_addr: n.addr },
+                (Some(id), n) if id != self.id => {
+                    Error::NotLeader { leader_id: id, leader_addr: self.network.client_addr_of(id, n.as_ref()) }
+                }
                 _ => Error::NoLeader("no leader to run the membership change".into()),
             },
             RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => Error::FailedPrecondition(e.to_string()),
@@ -334,23 +344,47 @@ impl Cluster for ClusterService {
             if msg.id == 0 {
                 return Err(Error::InvalidArgument("member id must be a positive integer".into()));
             }
-            crate::config::validate_addr(&msg.addr).map_err(Error::InvalidArgument)?;
+            crate::config::validate_addr(&msg.peer_addr)
+                .map_err(|e| Error::InvalidArgument(format!("peer_addr: {e}")))?;
+            if !msg.addr.is_empty() {
+                crate::config::validate_addr(&msg.addr).map_err(|e| Error::InvalidArgument(format!("addr: {e}")))?;
+            }
             if let Route::Leader(addr) = route {
                 let r = ctx.cluster_client(&addr)?.member_add(ctx.forward_request(msg, deadline)).await;
                 return r.map(Response::into_inner).map_err(|s| forwarded(s, &addr));
             }
             if let Ok(existing) = ctx.member(msg.id) {
                 return Err(Error::FailedPrecondition(format!(
-                    "member {} already exists (at {}, {})",
+                    "member {} already exists (at peer {}, client {}, {})",
                     existing.id,
+                    existing.peer_addr,
                     existing.addr,
                     if existing.voter { "voter" } else { "learner" }
                 )));
             }
-            let node = Node { addr: msg.addr.clone() };
+            // The address must prove it is a peer (peer TLS certificate, or the secret's challenge) before it is
+            // added: the leader would otherwise send the log to whatever address a client named.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let hello = ctx.network.hello(msg.id, &msg.peer_addr, left.min(std::time::Duration::from_secs(3))).await;
+            match hello {
+                Ok(info) if info.node_id == msg.id => {}
+                Ok(info) => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "{} answers as node {}, not node {}",
+                        msg.peer_addr, info.node_id, msg.id
+                    )))
+                }
+                Err(e) => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "node {} at peer address {} did not prove to be a peer, so it was not added: {e}",
+                        msg.id, msg.peer_addr
+                    )))
+                }
+            }
+            let node = Node { addr: msg.addr.clone(), peer_addr: msg.peer_addr.clone() };
             let change = ChangeMembers::AddNodes(BTreeMap::from([(msg.id, node)]));
             let members = ctx.change(change, deadline).await?;
-            tracing::info!(id = msg.id, addr = %msg.addr, "added learner");
+            tracing::info!(id = msg.id, peer_addr = %msg.peer_addr, addr = %msg.addr, "added learner");
             Ok(pb::MemberAddResponse { header: Some(ctx.header(ctx.state_machine.applied().1)), members })
         })
         .await

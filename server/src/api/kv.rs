@@ -74,12 +74,13 @@ impl ApiContext {
         req
     }
 
-    pub(crate) fn peer_channel(&self, addr: &str) -> Result<Channel> {
-        self.network.channels.get(addr).map_err(Error::Unavailable)
+    /// A channel to another member's client port (with the client TLS files when set), for forwarding.
+    pub(crate) fn member_channel(&self, addr: &str) -> Result<Channel> {
+        self.network.client_channels.get(addr).map_err(Error::Unavailable)
     }
 
     fn kv_client(&self, addr: &str) -> Result<KvClient<Channel>> {
-        Ok(KvClient::new(self.peer_channel(addr)?)
+        Ok(KvClient::new(self.member_channel(addr)?)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20))
     }

@@ -47,6 +47,8 @@ pub const FORWARDED: &str = "x-raftkv-forwarded";
 pub struct ApiContext {
     pub id: NodeId,
     pub addr: String,
+    /// This node's advertised peer address.
+    pub peer_addr: String,
     pub raft: Raft,
     /// Batches writes into log entries.
     pub proposer: Proposer,
@@ -111,7 +113,7 @@ impl ApiContext {
         let rx = self.raft.metrics();
         let m = rx.borrow();
         let id = m.current_leader?;
-        let addr = m.membership_config.membership().get_node(&id).map(|n| n.addr.clone()).unwrap_or_default();
+        let addr = self.network.client_addr_of(id, m.membership_config.membership().get_node(&id));
         Some((id, addr))
     }
 
@@ -193,7 +195,7 @@ impl ApiContext {
             match tokio::time::timeout(left, self.raft.ensure_linearizable()).await {
                 Ok(Ok(_)) => return Ok(()),
                 Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                    if let Some(e) = self.not_leader(f.leader_id, f.leader_node.map(|n| n.addr)) {
+                    if let Some(e) = self.not_leader(f.leader_id, f.leader_node.map(|n| n.addr).filter(|a| !a.is_empty())) {
                         return Err(e);
                     }
                     self.wait_for_leader(deadline).await?;

@@ -1,10 +1,13 @@
-//! `raftkv.v1.Raft`: receives Raft RPCs from peers and hands them to openraft.
+//! `raftkv.v1.Raft`: receives Raft RPCs from peers and hands them to openraft. Served only on the peer port.
 //!
-//! Separate from the public services on purpose. Each message names its sender, its intended receiver and the
-//! cluster; a node refuses a message meant for another node id or another cluster (`FAILED_PRECONDITION`), so a
-//! mis-wired address or a data directory copied between nodes cannot corrupt a log. A node that joins an existing
-//! cluster learns the cluster id from its first peer message and records it. With `--peer-secret`, callers must
-//! also present the cluster's shared secret (`UNAUTHENTICATED` otherwise): the service shares the client port.
+//! Each message names its sender, its intended receiver and the cluster; a node refuses a message meant for
+//! another node id or another cluster (`FAILED_PRECONDITION`), so a mis-wired address or a data directory copied
+//! between nodes cannot corrupt a log. Once a node knows its cluster id, a message without one is refused too. A
+//! node that joins an existing cluster learns the cluster id from its first peer message and records it.
+//!
+//! Authentication: with peer TLS the port accepts only connections whose certificate the peer CA signed. With
+//! a peer secret every message must carry a valid MAC (`UNAUTHENTICATED` otherwise) and every reply is signed over
+//! the request's nonce, so callers can tell a peer from an impostor ([`crate::raft::peer_auth`]).
 
 use std::sync::{atomic::Ordering, Arc};
 
@@ -12,7 +15,12 @@ use raftkv_proto::{raft_server::Raft as RaftRpc, PeerMessage};
 use serde::{de::DeserializeOwned, Serialize};
 use tonic::{Request, Response, Status};
 
-use crate::raft::{decode, encode, network::NetworkShared, NodeId, Raft};
+use crate::raft::{
+    decode, encode,
+    network::{NetworkShared, Rpc},
+    peer_auth::{Direction, HelloInfo},
+    Raft,
+};
 
 pub struct PeerService {
     raft: Raft,
@@ -26,17 +34,13 @@ impl PeerService {
         Self { raft, network, on_cluster_id }
     }
 
-    /// Refuses callers without the cluster's peer secret (when one is configured).
-    fn authenticate<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let Some(secret) = &self.network.peer_secret else { return Ok(()) };
-        let given = req.metadata().get(crate::raft::network::PEER_SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or(&[]);
-        // Constant-time comparison: no timing hint about how much of a guess was right.
-        let ok = given.len() == secret.len()
-            && given.iter().zip(secret.as_bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-        if ok {
-            Ok(())
-        } else {
-            Err(Status::unauthenticated("peer RPCs need the cluster's peer secret"))
+    /// Refuses messages without a valid MAC (when a peer secret is configured).
+    fn authenticate(&self, rpc: Rpc, msg: &PeerMessage) -> Result<(), Status> {
+        match &self.network.peer_secret {
+            None => Ok(()),
+            Some(secret) => secret
+                .verify(Direction::Request, rpc.name(), msg, None)
+                .map_err(|e| Status::unauthenticated(format!("peer RPCs need the cluster's peer secret: {e}"))),
         }
     }
 
@@ -52,22 +56,22 @@ impl PeerService {
             return Err(Status::failed_precondition(format!("peer protocol version {} is not supported", msg.version)));
         }
         let mine = self.network.cluster_id.load(Ordering::Relaxed);
-        if msg.cluster_id != 0 {
-            if mine == 0 {
-                if self
-                    .network
-                    .cluster_id
-                    .compare_exchange(0, msg.cluster_id, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_ok()
-                {
-                    (self.on_cluster_id)(msg.cluster_id);
-                }
-            } else if mine != msg.cluster_id {
+        if msg.cluster_id == 0 {
+            if mine != 0 {
                 return Err(Status::failed_precondition(format!(
-                    "message from cluster {:016x} reached a node of cluster {mine:016x}",
-                    msg.cluster_id
+                    "message without a cluster id reached a node of cluster {mine:016x}"
                 )));
             }
+        } else if mine == 0 {
+            if self.network.cluster_id.compare_exchange(0, msg.cluster_id, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+            {
+                (self.on_cluster_id)(msg.cluster_id);
+            }
+        } else if mine != msg.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "message from cluster {:016x} reached a node of cluster {mine:016x}",
+                msg.cluster_id
+            )));
         }
         if self.network.faults.is_blocked(msg.from) {
             return Err(Status::unavailable(format!("fault injection: node {} is partitioned", msg.from)));
@@ -75,14 +79,31 @@ impl PeerService {
         Ok(())
     }
 
-    fn reply<T: Serialize>(&self, to: NodeId, body: &T) -> Response<PeerMessage> {
-        Response::new(PeerMessage {
+    /// Accepts an authenticated, well-addressed message and remembers the sender's client address.
+    fn accept(&self, rpc: Rpc, req: Request<PeerMessage>) -> Result<PeerMessage, Status> {
+        let msg = req.into_inner();
+        self.authenticate(rpc, &msg)?;
+        self.check(&msg)?;
+        if !msg.client_addr.is_empty() {
+            self.network.client_addrs.lock().insert(msg.from, msg.client_addr.clone());
+        }
+        Ok(msg)
+    }
+
+    fn reply<T: Serialize>(&self, rpc: Rpc, req: &PeerMessage, body: &T) -> Response<PeerMessage> {
+        let mut m = PeerMessage {
             from: self.network.id,
-            to,
+            to: req.from,
             cluster_id: self.network.cluster_id.load(Ordering::Relaxed),
             version: crate::raft::network::PEER_PROTOCOL_VERSION,
             body: encode(body),
-        })
+            client_addr: self.network.client_addr.clone(),
+            ..Default::default()
+        };
+        if let Some(secret) = &self.network.peer_secret {
+            secret.sign(Direction::Reply, rpc.name(), &mut m, req.nonce.clone());
+        }
+        Response::new(m)
     }
 
     fn body<T: DeserializeOwned>(msg: &PeerMessage) -> Result<T, Status> {
@@ -92,30 +113,46 @@ impl PeerService {
 
 #[tonic::async_trait]
 impl RaftRpc for PeerService {
-    async fn vote(&self, req: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
-        self.authenticate(&req)?;
+    async fn hello(&self, req: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+        // Authenticated, but no cluster check: a starting node asks who is out there before it knows its cluster.
         let msg = req.into_inner();
-        self.check(&msg)?;
+        self.authenticate(Rpc::Hello, &msg)?;
+        if msg.to != self.network.id {
+            return Err(Status::failed_precondition(format!(
+                "hello for node {} reached node {}: check the cluster addresses",
+                msg.to, self.network.id
+            )));
+        }
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let members: Vec<_> =
+            m.membership().nodes().map(|(id, n)| (*id, n.peer_addr.clone(), n.addr.clone())).collect();
+        let info = HelloInfo {
+            node_id: self.network.id,
+            cluster_id: self.network.cluster_id.load(Ordering::Relaxed),
+            initialized: !members.is_empty(),
+            members,
+        };
+        Ok(self.reply(Rpc::Hello, &msg, &info))
+    }
+
+    async fn vote(&self, req: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+        let msg = self.accept(Rpc::Vote, req)?;
         let res = self.raft.vote(Self::body(&msg)?).await;
-        Ok(self.reply(msg.from, &res))
+        Ok(self.reply(Rpc::Vote, &msg, &res))
     }
 
     async fn append_entries(&self, req: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
-        self.authenticate(&req)?;
-        let msg = req.into_inner();
-        self.check(&msg)?;
+        let msg = self.accept(Rpc::AppendEntries, req)?;
         let res = self.raft.append_entries(Self::body(&msg)?).await;
         if matches!(&res, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_))) {
             self.network.traffic.leader_contact();
         }
-        Ok(self.reply(msg.from, &res))
+        Ok(self.reply(Rpc::AppendEntries, &msg, &res))
     }
 
     async fn install_snapshot(&self, req: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
-        self.authenticate(&req)?;
-        let msg = req.into_inner();
-        self.check(&msg)?;
+        let msg = self.accept(Rpc::InstallSnapshot, req)?;
         let res = self.raft.install_snapshot(Self::body(&msg)?).await;
-        Ok(self.reply(msg.from, &res))
+        Ok(self.reply(Rpc::InstallSnapshot, &msg, &res))
     }
 }

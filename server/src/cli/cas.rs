@@ -54,7 +54,7 @@ pub async fn run(cli: &Cli, a: &CasArgs) -> anyhow::Result<ExitCode> {
             request: Some(pb::request_op::Request::Range(pb::RangeRequest { key, ..Default::default() })),
         }],
     };
-    let resp = cli.client().txn(req).await.map_err(status_error)?;
+    let resp = cli.client()?.txn(req).await.map_err(status_error)?;
     let current = resp.responses.first().and_then(|r| match &r.response {
         Some(pb::response_op::Response::Range(r)) => r.kvs.first().cloned(),
         _ => None,

@@ -25,7 +25,7 @@ pub async fn run(cli: &Cli, a: &DeleteArgs) -> anyhow::Result<ExitCode> {
         (None, false) => vec![],
     };
     let resp = cli
-        .client()
+        .client()?
         .delete(pb::DeleteRequest { key: a.key.as_bytes().to_vec(), range_end, prev_kv: false })
         .await
         .map_err(status_error)?;

@@ -13,7 +13,7 @@ pub struct GetArgs {
 }
 
 pub async fn run(cli: &Cli, a: &GetArgs) -> anyhow::Result<ExitCode> {
-    let resp = cli.client().get(a.key.as_bytes(), a.serializable).await.map_err(status_error)?;
+    let resp = cli.client()?.get(a.key.as_bytes(), a.serializable).await.map_err(status_error)?;
     let Some(kv) = resp.kv else {
         eprintln!("key {:?} not found", a.key);
         return Ok(ExitCode::FAILURE);

@@ -1,4 +1,4 @@
-//! `raftkv members [list | add ID ADDR | promote ID | remove ID]`
+//! `raftkv members [list | add ID PEER_ADDR [--client-addr ADDR] | promote ID | remove ID]`
 
 use std::process::ExitCode;
 
@@ -17,8 +17,15 @@ pub struct MembersArgs {
 pub enum Action {
     /// List members (the default).
     List,
-    /// Add a node as a learner (it receives the log but does not vote yet).
-    Add { id: u64, addr: String },
+    /// Add a node as a learner (it receives the log but does not vote yet). PEER_ADDR is its peer port
+    /// (--advertise-peer); it must prove to be a peer before the leader sends it anything.
+    Add {
+        id: u64,
+        peer_addr: String,
+        /// Its client address (--advertise); optional, the node announces it once it runs.
+        #[arg(long, default_value = "")]
+        client_addr: String,
+    },
     /// Make a learner a voter.
     Promote { id: u64 },
     /// Remove a member.
@@ -30,24 +37,29 @@ fn print_members(cli: &Cli, members: &[pb::Member]) {
         Output::Json => println!(
             "{}",
             serde_json::Value::Array(
-                members.iter().map(|m| serde_json::json!({"id": m.id, "addr": m.addr, "voter": m.voter})).collect()
+                members.iter().map(|m| serde_json::json!({"id": m.id, "addr": m.addr, "peer_addr": m.peer_addr, "voter": m.voter})).collect()
             )
         ),
         Output::Table => print_table(
-            &["ID", "ADDRESS", "ROLE"],
+            &["ID", "CLIENT ADDRESS", "PEER ADDRESS", "ROLE"],
             &members
                 .iter()
-                .map(|m| vec![m.id.to_string(), m.addr.clone(), if m.voter { "voter" } else { "learner" }.to_string()])
+                .map(|m| {
+                    let role = if m.voter { "voter" } else { "learner" };
+                    vec![m.id.to_string(), m.addr.clone(), m.peer_addr.clone(), role.to_string()]
+                })
                 .collect::<Vec<_>>(),
         ),
     }
 }
 
 pub async fn run(cli: &Cli, a: &MembersArgs) -> anyhow::Result<ExitCode> {
-    let c = cli.client();
+    let c = cli.client()?;
     let members = match a.action.as_ref().unwrap_or(&Action::List) {
         Action::List => c.member_list().await.map_err(status_error)?.members,
-        Action::Add { id, addr } => c.member_add(*id, addr).await.map_err(status_error)?.members,
+        Action::Add { id, peer_addr, client_addr } => {
+            c.member_add(*id, peer_addr, client_addr).await.map_err(status_error)?.members
+        }
         Action::Promote { id } => c.member_promote(*id).await.map_err(status_error)?.members,
         Action::Remove { id } => c.member_remove(*id).await.map_err(status_error)?.members,
     };

@@ -36,6 +36,15 @@ pub struct Cli {
     /// How long a client command may take, retries included (e.g. 5s, 500ms).
     #[arg(long, global = true, env = "RAFTKV_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Trust servers whose certificate this CA (PEM) signed; endpoints default to https:// (etcdctl's --cacert).
+    #[arg(long, global = true, env = "RAFTKV_CACERT")]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for servers that require one (--client-cert-auth); with --key.
+    #[arg(long, global = true, env = "RAFTKV_CERT", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "RAFTKV_KEY", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
     /// Output format of client commands.
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -79,8 +88,13 @@ pub enum Command {
 }
 
 impl Cli {
-    pub fn client(&self) -> Client {
-        Client::new(self.endpoints.clone(), self.timeout)
+    /// The client TLS files given (`--cacert`, `--cert`, `--key`).
+    pub fn tls(&self) -> raftkv::tls::ClientTls {
+        raftkv::tls::ClientTls { cacert: self.cacert.clone(), cert: self.cert.clone(), key: self.key.clone() }
+    }
+
+    pub fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::new(self.endpoints.clone(), self.timeout).with_tls(self.tls())?)
     }
 }
 

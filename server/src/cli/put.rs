@@ -11,7 +11,7 @@ pub struct PutArgs {
 }
 
 pub async fn run(cli: &Cli, a: &PutArgs) -> anyhow::Result<ExitCode> {
-    let resp = cli.client().put(a.key.as_bytes(), a.value.as_bytes()).await.map_err(status_error)?;
+    let resp = cli.client()?.put(a.key.as_bytes(), a.value.as_bytes()).await.map_err(status_error)?;
     let h = resp.header.unwrap_or_default();
     match cli.output {
         Output::Table => println!("OK (revision {}, served by node {})", h.revision, h.member_id),

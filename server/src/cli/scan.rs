@@ -39,7 +39,7 @@ pub async fn run(cli: &Cli, a: &ScanArgs) -> anyhow::Result<ExitCode> {
         count_only: a.count_only,
         serializable: a.serializable,
     };
-    let resp = cli.client().range(req).await.map_err(status_error)?;
+    let resp = cli.client()?.range(req).await.map_err(status_error)?;
     match cli.output {
         Output::Json => println!(
             "{}",

@@ -4,6 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use raftkv::{
     config::{parse_cluster, Limits, NodeConfig, RaftTuning},
+    tls::TlsFiles,
     node::{self, Listeners},
 };
 
@@ -14,21 +15,56 @@ pub struct ServeArgs {
     /// This node's id (a positive integer, unique in the cluster).
     #[arg(long, env = "RAFTKV_ID")]
     pub id: u64,
-    /// gRPC + gRPC-Web listen address.
+    /// Client port: gRPC + gRPC-Web (the public KV and Cluster services).
     #[arg(long, env = "RAFTKV_LISTEN", default_value = "127.0.0.1:7001")]
     pub listen: SocketAddr,
-    /// Address other nodes and clients use to reach this one (default: --listen).
+    /// Address clients and other members use to reach this node's client port (default: --listen).
     #[arg(long, env = "RAFTKV_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Peer port: the Raft service only (never served on the client port; etcd's 2380 to its 2379).
+    #[arg(long, env = "RAFTKV_LISTEN_PEER", default_value = "127.0.0.1:7201")]
+    pub listen_peer: SocketAddr,
+    /// Address other members use to reach this node's peer port (default: --listen-peer); what --initial-cluster
+    /// lists for this node.
+    #[arg(long, env = "RAFTKV_ADVERTISE_PEER")]
+    pub advertise_peer: Option<String>,
+    /// TLS certificate (PEM) of the client and HTTP ports; they then speak TLS only.
+    #[arg(long, env = "RAFTKV_CERT_FILE", requires_all = ["key_file", "trusted_ca_file"])]
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --cert-file.
+    #[arg(long, env = "RAFTKV_KEY_FILE", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+    /// CA (PEM) that signed client certificates, and the other members' client certificates (members forward
+    /// requests to the leader's client port presenting --cert-file).
+    #[arg(long, env = "RAFTKV_TRUSTED_CA_FILE", requires = "cert_file")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Refuse clients without a certificate signed by --trusted-ca-file.
+    #[arg(long, env = "RAFTKV_CLIENT_CERT_AUTH", requires = "cert_file")]
+    pub client_cert_auth: bool,
+    /// TLS certificate (PEM) of the peer port; peers then authenticate each other with mutual TLS.
+    #[arg(long, env = "RAFTKV_PEER_CERT_FILE", requires_all = ["peer_key_file", "peer_trusted_ca_file"])]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --peer-cert-file.
+    #[arg(long, env = "RAFTKV_PEER_KEY_FILE", requires = "peer_cert_file")]
+    pub peer_key_file: Option<PathBuf>,
+    /// CA (PEM) that signed every member's peer certificate.
+    #[arg(long, env = "RAFTKV_PEER_TRUSTED_CA_FILE", requires = "peer_cert_file")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
     /// HTTP address for /metrics, /healthz, /readyz, /status.
     #[arg(long, env = "RAFTKV_HTTP")]
     pub http: Option<SocketAddr>,
     /// Where the WAL, snapshots and metadata live.
     #[arg(long, env = "RAFTKV_DATA_DIR")]
     pub data_dir: PathBuf,
-    /// Bootstrap a new cluster with these members: 1=host:port,2=host:port,...
+    /// Bootstrap a new cluster with these members, by peer address: 1=host:peerport,2=host:peerport,... A node
+    /// whose data directory is empty first asks the others whether it is already a member that has run, and
+    /// refuses to start if so (remove it and --join instead).
     #[arg(long, env = "RAFTKV_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
+    /// Mixed into the cluster id of a new cluster, so two clusters bootstrapped from the same member list refuse
+    /// each other's messages (etcd's flag; give each cluster its own).
+    #[arg(long, env = "RAFTKV_INITIAL_CLUSTER_TOKEN", default_value = "raftkv-cluster")]
+    pub initial_cluster_token: String,
     /// Join an existing cluster through this endpoint, or any of several comma-separated ones (the node is added
     /// as a learner).
     #[arg(long, env = "RAFTKV_JOIN", conflicts_with = "initial_cluster")]
@@ -60,7 +96,9 @@ pub struct ServeArgs {
     /// Revisions of change history kept in memory for watchers.
     #[arg(long, env = "RAFTKV_WATCH_HISTORY", default_value_t = 100_000)]
     pub watch_history: usize,
-    /// Allowed gRPC-Web origins (comma-separated; default any).
+    /// Browser origins allowed to use the client port through gRPC-Web, e.g. https://dash.example:8443
+    /// (comma-separated). Default: none, except this node's own dashboard with --web-dir. `*` allows every web
+    /// page (an explicit opt-in).
     #[arg(long, env = "RAFTKV_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origin: Vec<String>,
     /// Enable the partition hook on the HTTP port (testing only).
@@ -73,7 +111,8 @@ pub struct ServeArgs {
     /// suite's self-test, which must catch the stale reads this causes.
     #[arg(long, hide = true)]
     pub unsafe_local_reads: bool,
-    /// Shared secret peers must present on Raft RPCs (the peer service shares the client port). Set the same
+    /// Shared secret that authenticates peers without TLS: every Raft message is signed with it (HMAC) and a
+    /// peer must answer a challenge before it is sent anything; the secret itself never travels. Set the same
     /// value on every node; prefer the environment variable over the flag so it stays out of `ps`.
     #[arg(long, env = "RAFTKV_PEER_SECRET", hide_env_values = true)]
     pub peer_secret: Option<String>,
@@ -89,10 +128,30 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     fn config(&self) -> anyhow::Result<NodeConfig> {
-        let mut c = NodeConfig::new(self.id, self.listen, &self.data_dir);
+        let mut c = NodeConfig::new(self.id, self.listen, self.listen_peer, &self.data_dir);
         if let Some(a) = &self.advertise {
             c.advertise = a.clone();
         }
+        if let Some(a) = &self.advertise_peer {
+            c.advertise_peer = a.clone();
+        }
+        if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
+            c.client_tls = Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                trusted_ca: self.trusted_ca_file.clone(),
+                require_client_cert: self.client_cert_auth,
+            });
+        }
+        if let (Some(cert), Some(key)) = (&self.peer_cert_file, &self.peer_key_file) {
+            c.peer_tls = Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                trusted_ca: self.peer_trusted_ca_file.clone(),
+                require_client_cert: true,
+            });
+        }
+        c.initial_cluster_token = self.initial_cluster_token.clone();
         c.http = self.http;
         if let Some(spec) = &self.initial_cluster {
             c.initial_cluster = parse_cluster(spec).map_err(|e| anyhow::anyhow!("--initial-cluster: {e}"))?;
@@ -145,6 +204,12 @@ pub async fn run(a: &ServeArgs) -> anyhow::Result<ExitCode> {
             _ = term.recv() => {}
         }
     };
-    node::run(config, listeners, shutdown).await?;
-    Ok(ExitCode::SUCCESS)
+    match node::run(config, listeners, shutdown).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            // Logged as well as returned: a supervisor's log collector sees the cause in the structured log.
+            tracing::error!("{e}");
+            Err(e.into())
+        }
+    }
 }

@@ -28,7 +28,7 @@ pub fn status_json(s: &pb::StatusResponse, endpoint: &str) -> serde_json::Value 
 }
 
 pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
-    let all = cli.client().status_all().await;
+    let all = cli.client()?.status_all().await;
     let reached = all.iter().filter(|(_, r)| r.is_ok()).count();
     match cli.output {
         Output::Json => {

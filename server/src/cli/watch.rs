@@ -22,7 +22,7 @@ pub struct WatchArgs {
 }
 
 pub async fn run(cli: &Cli, a: &WatchArgs) -> anyhow::Result<ExitCode> {
-    let client = cli.client();
+    let client = cli.client()?;
     let range_end = if a.prefix { prefix_end(a.key.as_bytes()) } else { vec![] };
     let mut next_rev = a.rev;
     let mut seen = 0u64;

@@ -29,6 +29,8 @@ pub struct Client {
     preferred: AtomicUsize,
     /// A leader address learned from a hint, tried first.
     leader_hint: Mutex<Option<String>>,
+    /// TLS for every endpoint (`--cacert`, `--cert`, `--key`); endpoints then default to `https://`.
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -58,7 +60,14 @@ impl Client {
             channels: Mutex::default(),
             preferred: AtomicUsize::new(0),
             leader_hint: Mutex::default(),
+            tls: None,
         }
+    }
+
+    /// Talks TLS to every endpoint, with these files.
+    pub fn with_tls(mut self, tls: crate::tls::ClientTls) -> crate::error::Result<Self> {
+        self.tls = if tls.is_set() { Some(tls.config()?) } else { None };
+        Ok(self)
     }
 
     pub fn endpoints(&self) -> &[String] {
@@ -72,16 +81,23 @@ impl Client {
         }
         let url = if addr.starts_with("http://") || addr.starts_with("https://") {
             addr.to_string()
+        } else if self.tls.is_some() {
+            format!("https://{addr}")
         } else {
             format!("http://{addr}")
         };
-        let ch = tonic::transport::Endpoint::from_shared(url)
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())
             .map_err(|e| Status::invalid_argument(format!("bad endpoint {addr:?}: {e}")))?
             .connect_timeout(Duration::from_millis(1000))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+            .keep_alive_timeout(Duration::from_secs(5));
+        if url.starts_with("https://") {
+            let tls = self.tls.clone().unwrap_or_default();
+            endpoint =
+                endpoint.tls_config(tls).map_err(|e| Status::invalid_argument(format!("TLS for {addr:?}: {e}")))?;
+        }
+        let ch = endpoint.connect_lazy();
         map.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }
@@ -232,8 +248,9 @@ impl Client {
         .await
     }
 
-    pub async fn member_add(&self, id: u64, addr: &str) -> Result<pb::MemberAddResponse, Status> {
-        let msg = pb::MemberAddRequest { id, addr: addr.to_string() };
+    /// Adds member `id` as a learner, by its peer address (and its client address, if known).
+    pub async fn member_add(&self, id: u64, peer_addr: &str, addr: &str) -> Result<pb::MemberAddResponse, Status> {
+        let msg = pb::MemberAddRequest { id, addr: addr.to_string(), peer_addr: peer_addr.to_string() };
         self.call(Retry::NotSent, |a, left| {
             let msg = msg.clone();
             async move { Ok(self.cluster(&a)?.member_add(Self::request(msg, left)).await?.into_inner()) }

@@ -26,6 +26,9 @@ use axum::{
 };
 use parking_lot::Mutex;
 use raftkv::local_cluster::{self, set_partition, LocalCluster};
+
+/// Nodes `POST /api/nodes` may grow the local cluster to (each is a process on this machine).
+const MAX_NODES: usize = 15;
 use raftkv_proto::dashboard::{ClusterInfo, NodeAction, NodeInfo, ProcessState};
 
 pub struct Controller {
@@ -138,8 +141,11 @@ impl Controller {
                 })
                 .collect()
         };
-        let pushes = targets.into_iter().map(|(id, pid, http, want)| async move {
-            match set_partition(&http, id, &want).await {
+        let tls = self.cluster.lock().client_tls();
+        let pushes = targets.into_iter().map(|(id, pid, http, want)| {
+            let tls = tls.clone();
+            async move {
+            match set_partition(&http, id, &want, tls.as_ref()).await {
                 // Only if it reached the process it was meant for (not one that was replaced meanwhile).
                 Ok(()) if self.cluster.lock().pid(id) == Some(pid) => {
                     self.applied.lock().insert(id, (pid, want));
@@ -147,6 +153,7 @@ impl Controller {
                 Ok(()) => {}
                 // Not up yet or just died: the next round retries.
                 Err(e) => tracing::debug!("partition state for node {id}: {e}"),
+            }
             }
         });
         futures::future::join_all(pushes).await;
@@ -228,11 +235,15 @@ impl Controller {
             let mut c = self.cluster.lock();
             let mut next = self.next_id.lock();
             let id = (*next).max(c.nodes.keys().max().copied().unwrap_or(0) + 1);
+            if c.nodes.len() >= MAX_NODES {
+                return Err(Failure(StatusCode::CONFLICT, format!("the local cluster has {MAX_NODES} nodes at most")));
+            }
             let ports = u16::try_from(id - 1)
                 .ok()
-                .and_then(|i| Some((self.base_port.checked_add(i)?, self.base_port.checked_add(100 + i)?)))
+                .filter(|i| *i < 100)
+                .and_then(|i| super::node_ports(self.base_port, i))
                 .ok_or_else(|| Failure(StatusCode::CONFLICT, "no ports left for another node".into()))?;
-            for p in [ports.0, ports.1] {
+            for p in [ports.grpc, ports.http, ports.peer] {
                 if std::net::TcpListener::bind(("127.0.0.1", p)).is_err() {
                     return Err(Failure(StatusCode::CONFLICT, format!("port {p} for node {id} is in use")));
                 }

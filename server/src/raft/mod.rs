@@ -3,13 +3,16 @@
 //! - [`log_store`]: openraft's `RaftLogStorage` over our write-ahead log ([`crate::wal`]).
 //! - [`state_machine`]: openraft's `RaftStateMachine` over the MVCC key space ([`crate::keyspace`]), with
 //!   snapshots ([`snapshot`]) and the watch hub ([`crate::watch`]).
-//! - [`network`]: openraft's `RaftNetwork` over the peer-only gRPC service (`raftkv.v1.Raft`).
+//! - [`network`]: openraft's `RaftNetwork` over the peer-only gRPC service (`raftkv.v1.Raft`), authenticated by
+//!   peer TLS or [`peer_auth`]; [`announce`] records members' client addresses in the membership.
 //! - [`proposer`]: batches concurrent client writes into one log entry (group commit on the leader).
 //!
 //! Every log entry's application payload is a [`Command`]; applying it yields a [`CommandResponse`].
 
+pub mod announce;
 pub mod log_store;
 pub mod network;
+pub mod peer_auth;
 pub mod proposer;
 pub mod snapshot;
 pub mod state_machine;
@@ -23,16 +26,19 @@ use crate::keyspace::{KeyValue, TxnCompare, TxnOp, TxnOpResponse};
 /// Node ids are small positive integers chosen by the operator (`--id`); 0 means "none" on the wire.
 pub type NodeId = u64;
 
-/// What openraft stores about each member: where to reach it.
+/// What openraft stores about each member: where to reach it (etcd's peer and client URLs).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
-    /// The member's advertised gRPC address (`host:port`), used by peers and for forwarding.
+    /// The member's advertised client address (`host:port`): leader hints, forwarding, member lists. Empty until
+    /// the member announced it (see [`announce`]) — a member bootstrapped from `--initial-cluster` starts so.
     pub addr: String,
+    /// The member's advertised peer address: the only address Raft traffic goes to.
+    pub peer_addr: String,
 }
 
 impl std::fmt::Display for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.addr)
+        write!(f, "peer {} client {}", self.peer_addr, if self.addr.is_empty() { "?" } else { &self.addr })
     }
 }
 

@@ -5,7 +5,11 @@
 //! openraft would have produced locally. Connection failures map to `Unreachable` (openraft backs off) and other
 //! transport failures to `Network`.
 //!
-//! Channels are cached per address and shared with request forwarding ([`PeerChannels`]).
+//! Every envelope names sender, receiver and cluster, and carries the sender's client address (how members learn
+//! each other's client addresses). With a peer secret, envelopes are signed and a connection is proven with
+//! `Hello` before any Raft data goes out ([`super::peer_auth`]); with peer TLS, both ends present certificates of
+//! the peer CA. Channels are cached per address ([`PeerChannels`]): one cache for peer ports, one (with the
+//! client TLS files) for forwarding requests to the leader's client port.
 //!
 //! [`Traffic`] counts the RPCs sent to each peer (and how many are in flight) and when a leader last reached this
 //! node: the dashboard draws them as RaftScope draws messages and election timers.
@@ -36,7 +40,11 @@ use raftkv_proto::{raft_client::RaftClient, PeerMessage};
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
-use super::{decode, encode, Node, NodeId, TypeConfig};
+use super::{
+    decode, encode,
+    peer_auth::{nonce, Direction, HelloInfo, PeerSecret},
+    Node, NodeId, TypeConfig,
+};
 
 /// Wire version of the peer protocol (bumped on incompatible changes to openraft's message shapes).
 pub const PEER_PROTOCOL_VERSION: u32 = 1;
@@ -84,26 +92,44 @@ impl FaultInjector {
     }
 }
 
-/// A cache of lazily connected gRPC channels, by address.
-#[derive(Default)]
+/// A cache of lazily connected gRPC channels, by address, over TLS when `tls` is set (the cache is dropped
+/// whenever the certificates are reloaded, so new connections use the new files).
 pub struct PeerChannels {
-    channels: Mutex<HashMap<String, Channel>>,
+    tls: Option<crate::tls::ReloadingServer>,
+    channels: Mutex<(u64, HashMap<String, Channel>)>,
 }
 
 impl PeerChannels {
+    pub fn new(tls: Option<crate::tls::ReloadingServer>) -> Self {
+        Self { tls, channels: Mutex::default() }
+    }
+
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     pub fn get(&self, addr: &str) -> Result<Channel, String> {
         let mut map = self.channels.lock();
-        if let Some(ch) = map.get(addr) {
+        let generation = self.tls.as_ref().map_or(0, |t| t.generation());
+        if map.0 != generation {
+            *map = (generation, HashMap::new());
+        }
+        if let Some(ch) = map.1.get(addr) {
             return Ok(ch.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
+        if let Some(tls) = &self.tls {
+            let config = tls.files().client_config().map_err(|e| e.to_string())?;
+            endpoint = endpoint.tls_config(config).map_err(|e| format!("TLS for {addr}: {e}"))?;
+        }
         let ch = endpoint.connect_lazy();
-        map.insert(addr.to_string(), ch.clone());
+        map.1.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }
 }
@@ -139,6 +165,7 @@ impl Traffic {
             }
             Rpc::Vote => p.votes += 1,
             Rpc::InstallSnapshot => p.snapshot_chunks += 1,
+            Rpc::Hello => {}
         }
         p.in_flight += 1;
     }
@@ -189,16 +216,117 @@ pub struct NetworkShared {
     pub id: NodeId,
     /// 0 until known (a node that joins an existing cluster learns it from its first peer message).
     pub cluster_id: AtomicU64,
-    pub channels: PeerChannels,
+    /// This node's advertised client address, announced in every peer message.
+    pub client_addr: String,
+    /// Connections to peers' peer ports (peer TLS when configured).
+    pub peer_channels: PeerChannels,
+    /// Connections to other members' client ports, for forwarding requests to the leader (client TLS).
+    pub client_channels: PeerChannels,
     pub faults: FaultInjector,
-    /// Shared secret peers present on every Raft RPC (`x-raftkv-peer-secret`); None = peers are not
-    /// authenticated (fine on a trusted network or loopback).
-    pub peer_secret: Option<String>,
+    /// Shared secret that signs every peer message (see [`peer_auth`](super::peer_auth)); None = peers are not
+    /// authenticated by a secret (peer TLS, a trusted network, or loopback).
+    pub peer_secret: Option<PeerSecret>,
     pub traffic: Traffic,
+    /// Client addresses members announced in authenticated peer messages (the leader records them in the
+    /// membership; see [`announce`](super::announce)).
+    pub client_addrs: Mutex<BTreeMap<NodeId, String>>,
 }
 
-/// Metadata key carrying the peer secret.
-pub const PEER_SECRET_HEADER: &str = "x-raftkv-peer-secret";
+/// Why a peer RPC failed below Raft.
+#[derive(Debug)]
+pub enum PeerCallError {
+    /// Nothing reached the peer (connection refused, partitioned, not a peer): openraft backs off.
+    Unreachable(String),
+    /// The call failed in flight, or the answer was unusable.
+    Network(String),
+}
+
+impl std::fmt::Display for PeerCallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerCallError::Unreachable(m) | PeerCallError::Network(m) => f.write_str(m),
+        }
+    }
+}
+
+impl NetworkShared {
+    /// Sends one envelope to node `target` at peer address `addr` and returns the (authenticated) reply body.
+    pub async fn call(
+        &self,
+        target: NodeId,
+        addr: &str,
+        rpc: Rpc,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, PeerCallError> {
+        use PeerCallError::{Network as Net, Unreachable};
+        if self.faults.is_blocked(target) {
+            return Err(Unreachable(format!("fault injection: node {target} is partitioned")));
+        }
+        let channel = self.peer_channels.get(addr).map_err(Unreachable)?;
+        let mut client = RaftClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE);
+        let mut msg = PeerMessage {
+            from: self.id,
+            to: target,
+            cluster_id: self.cluster_id.load(Ordering::Relaxed),
+            version: PEER_PROTOCOL_VERSION,
+            body,
+            client_addr: self.client_addr.clone(),
+            ..Default::default()
+        };
+        let challenge = nonce();
+        if let Some(secret) = &self.peer_secret {
+            secret.sign(Direction::Request, rpc.name(), &mut msg, challenge.clone());
+        }
+        let mut request = tonic::Request::new(msg);
+        request.set_timeout(timeout);
+        let reply = match rpc {
+            Rpc::Hello => client.hello(request).await,
+            Rpc::Vote => client.vote(request).await,
+            Rpc::AppendEntries => client.append_entries(request).await,
+            Rpc::InstallSnapshot => client.install_snapshot(request).await,
+        };
+        let reply = match reply {
+            Ok(r) => r.into_inner(),
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                return Err(Unreachable(format!("node {target} at {addr}: {}", status.message())));
+            }
+            Err(status) => {
+                return Err(Net(format!("node {target} at {addr}: {:?}: {}", status.code(), status.message())));
+            }
+        };
+        if let Some(secret) = &self.peer_secret {
+            // The answer proves the other end holds the secret; anything else is not a peer.
+            secret
+                .verify(Direction::Reply, rpc.name(), &reply, Some(&challenge))
+                .map_err(|e| Unreachable(format!("node {target} at {addr} is not a peer: {e}")))?;
+        }
+        if reply.from != target {
+            return Err(Unreachable(format!("{addr} answered as node {}, not node {target}", reply.from)));
+        }
+        if !reply.client_addr.is_empty() {
+            self.client_addrs.lock().insert(target, reply.client_addr.clone());
+        }
+        Ok(reply.body)
+    }
+
+    /// Asks the node at peer address `addr` who it is, proving it is a peer (secret or peer TLS).
+    pub async fn hello(&self, target: NodeId, addr: &str, timeout: Duration) -> Result<HelloInfo, PeerCallError> {
+        let body = self.call(target, addr, Rpc::Hello, Vec::new(), timeout).await?;
+        decode(&body).map_err(|e| PeerCallError::Network(format!("undecodable hello from {addr}: {e}")))
+    }
+
+    /// The client address of member `id` (the membership's, else what it announced).
+    pub fn client_addr_of(&self, id: NodeId, node: Option<&Node>) -> String {
+        match node {
+            Some(n) if !n.addr.is_empty() => n.addr.clone(),
+            _ if id == self.id => self.client_addr.clone(),
+            _ => self.client_addrs.lock().get(&id).cloned().unwrap_or_default(),
+        }
+    }
+}
 
 /// openraft's network factory: one [`PeerClient`] per target.
 #[derive(Clone)]
@@ -210,35 +338,53 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Self::Network {
-        PeerClient { target, addr: node.addr.clone(), shared: self.shared.clone() }
+        PeerClient { target, node: node.clone(), shared: self.shared.clone(), proven: false }
     }
 }
 
 /// Sends Raft RPCs to one peer.
 pub struct PeerClient {
     target: NodeId,
-    addr: String,
+    node: Node,
     shared: Arc<NetworkShared>,
+    /// With a peer secret: the target answered a `Hello` challenge since the last failure. Raft data is sent
+    /// only to a proven peer.
+    proven: bool,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, Node, RaftError<NodeId, E>>>;
 
-#[derive(Clone, Copy)]
-enum Rpc {
+/// The peer RPCs.
+#[derive(Clone, Copy, Debug)]
+pub enum Rpc {
+    Hello,
     Vote,
     AppendEntries,
     InstallSnapshot,
 }
 
+impl Rpc {
+    /// The name the MAC binds.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rpc::Hello => "hello",
+            Rpc::Vote => "vote",
+            Rpc::AppendEntries => "append_entries",
+            Rpc::InstallSnapshot => "install_snapshot",
+        }
+    }
+}
+
 impl PeerClient {
     /// Sends one RPC carrying `entries` log entries, counting it in [`Traffic`].
-    async fn call<Resp, E>(&self, rpc: Rpc, body: Vec<u8>, entries: u64, option: &RPCOption) -> RpcResult<Resp, E>
+    async fn call<Resp, E>(&mut self, rpc: Rpc, body: Vec<u8>, entries: u64, option: &RPCOption) -> RpcResult<Resp, E>
     where
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        self.shared.traffic.sent(self.target, rpc, entries);
-        let mut in_flight = InFlight { traffic: &self.shared.traffic, peer: self.target, outcome: None };
+        let shared = self.shared.clone();
+        shared.traffic.sent(self.target, rpc, entries);
+        let mut in_flight = InFlight { traffic: &shared.traffic, peer: self.target, outcome: None };
         let res = self.send(rpc, body, option).await;
         in_flight.outcome = Some(match &res {
             Ok(_) | Err(RPCError::RemoteError(_)) => Ok(()),
@@ -247,58 +393,28 @@ impl PeerClient {
         res
     }
 
-    async fn send<Resp, E>(&self, rpc: Rpc, body: Vec<u8>, option: &RPCOption) -> RpcResult<Resp, E>
+    async fn send<Resp, E>(&mut self, rpc: Rpc, body: Vec<u8>, option: &RPCOption) -> RpcResult<Resp, E>
     where
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let unreachable = |msg: String| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(msg)));
-        if self.shared.faults.is_blocked(self.target) {
-            return Err(unreachable(format!("fault injection: node {} is partitioned", self.target)));
+        let to_rpc_error = |e: PeerCallError| match e {
+            PeerCallError::Unreachable(m) => RPCError::Unreachable(Unreachable::new(&std::io::Error::other(m))),
+            PeerCallError::Network(m) => RPCError::Network(NetworkError::new(&std::io::Error::other(m))),
+        };
+        let (shared, target, addr) = (self.shared.clone(), self.target, self.node.peer_addr.clone());
+        if shared.peer_secret.is_some() && !self.proven {
+            shared.hello(target, &addr, option.hard_ttl()).await.map_err(to_rpc_error)?;
+            self.proven = true;
         }
-        let channel = self.shared.channels.get(&self.addr).map_err(unreachable)?;
-        let mut client = RaftClient::new(channel)
-            .max_decoding_message_size(MAX_PEER_MESSAGE)
-            .max_encoding_message_size(MAX_PEER_MESSAGE);
-        let msg = PeerMessage {
-            from: self.shared.id,
-            to: self.target,
-            cluster_id: self.shared.cluster_id.load(Ordering::Relaxed),
-            version: PEER_PROTOCOL_VERSION,
-            body,
-        };
-        let mut request = tonic::Request::new(msg);
-        request.set_timeout(option.hard_ttl());
-        if let Some(secret) = &self.shared.peer_secret {
-            let v = secret.parse().map_err(|_| unreachable("the peer secret is not a valid header value".into()))?;
-            request.metadata_mut().insert(PEER_SECRET_HEADER, v);
-        }
-        let reply = match rpc {
-            Rpc::Vote => client.vote(request).await,
-            Rpc::AppendEntries => client.append_entries(request).await,
-            Rpc::InstallSnapshot => client.install_snapshot(request).await,
-        };
-        let reply = match reply {
-            Ok(r) => r.into_inner(),
-            Err(status) if status.code() == tonic::Code::Unavailable => {
-                return Err(unreachable(format!("node {} at {}: {}", self.target, self.addr, status.message())));
-            }
-            Err(status) => {
-                return Err(RPCError::Network(NetworkError::new(&std::io::Error::other(format!(
-                    "node {} at {}: {:?}: {}",
-                    self.target,
-                    self.addr,
-                    status.code(),
-                    status.message()
-                )))));
-            }
-        };
-        let result: Result<Resp, RaftError<NodeId, E>> = decode(&reply.body).map_err(|e| {
+        let reply = shared.call(target, &addr, rpc, body, option.hard_ttl()).await.map_err(|e| {
+            self.proven = false;
+            to_rpc_error(e)
+        })?;
+        let result: Result<Resp, RaftError<NodeId, E>> = decode(&reply).map_err(|e| {
             RPCError::Network(NetworkError::new(&std::io::Error::other(format!("undecodable reply: {e}"))))
         })?;
-        result.map_err(|e| {
-            RPCError::RemoteError(RemoteError::new_with_node(self.target, Node { addr: self.addr.clone() }, e))
-        })
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
     }
 }
 

@@ -55,7 +55,10 @@ where
 
 pub struct TestNode {
     pub id: u64,
+    /// Client address.
     pub addr: String,
+    /// Peer address.
+    pub peer: String,
     pub http: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
@@ -69,6 +72,8 @@ pub struct TestCluster {
     pub nodes: BTreeMap<u64, TestNode>,
     pub initial_cluster: String,
     pub extra_args: Vec<String>,
+    /// With TLS: the throwaway CA and certificates ([`raftkv::tls::make_test_pki`]).
+    pub tls_dir: Option<PathBuf>,
     _serial: MutexGuard<'static, ()>,
 }
 
@@ -80,30 +85,69 @@ impl TestCluster {
 
     /// Starts `n` nodes, passing `extra` to every `raftkv serve`.
     pub fn start_with(n: u64, extra: &[&str]) -> Self {
-        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        let dir = tempfile::Builder::new().prefix("raftkv-test-").tempdir().unwrap();
-        let mut nodes = BTreeMap::new();
-        for id in 1..=n {
-            nodes.insert(id, Self::new_node(dir.path(), id, vec![]));
-        }
-        let initial_cluster = nodes.values().map(|n| format!("{}={}", n.id, n.addr)).collect::<Vec<_>>().join(",");
-        let mut c = TestCluster {
-            dir,
-            nodes,
-            initial_cluster,
-            extra_args: extra.iter().map(|s| s.to_string()).collect(),
-            _serial: serial,
-        };
+        let mut c = Self::prepare(n, extra, false);
         for id in 1..=n {
             c.spawn(id);
         }
         c
     }
 
+    /// Starts `n` nodes with TLS on every port: client certificates required, mutual TLS between peers.
+    pub fn start_tls(n: u64, extra: &[&str]) -> Self {
+        let mut c = Self::prepare(n, extra, true);
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
+    /// The cluster's nodes, not started yet.
+    pub fn prepare(n: u64, extra: &[&str], tls: bool) -> Self {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::Builder::new().prefix("raftkv-test-").tempdir().unwrap();
+        let mut nodes = BTreeMap::new();
+        for id in 1..=n {
+            nodes.insert(id, Self::new_node(dir.path(), id, vec![]));
+        }
+        let initial_cluster = nodes.values().map(|n| format!("{}={}", n.id, n.peer)).collect::<Vec<_>>().join(",");
+        let tls_dir = tls.then(|| {
+            let d = dir.path().join("tls");
+            let ids: Vec<u64> = (1..=9).collect();
+            raftkv::tls::make_test_pki(&d, &ids, &["127.0.0.1".into(), "localhost".into()]).unwrap();
+            d
+        });
+        TestCluster {
+            dir,
+            nodes,
+            initial_cluster,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            tls_dir,
+            _serial: serial,
+        }
+    }
+
+    /// The client TLS files (CA, client certificate and key) of a TLS cluster.
+    pub fn client_tls(&self) -> raftkv::tls::ClientTls {
+        let d = self.tls_dir.as_ref().expect("a TLS cluster");
+        raftkv::tls::ClientTls {
+            cacert: Some(d.join("ca.pem")),
+            cert: Some(d.join("client.pem")),
+            key: Some(d.join("client-key.pem")),
+        }
+    }
+
+    fn with_tls(&self, c: Client) -> Client {
+        match &self.tls_dir {
+            Some(_) => c.with_tls(self.client_tls()).unwrap(),
+            None => c,
+        }
+    }
+
     fn new_node(dir: &Path, id: u64, bootstrap: Vec<String>) -> TestNode {
         TestNode {
             id,
             addr: format!("127.0.0.1:{}", free_port()),
+            peer: format!("127.0.0.1:{}", free_port()),
             http: format!("127.0.0.1:{}", free_port()),
             data_dir: dir.join(format!("node-{id}")),
             log: dir.join(format!("node-{id}.log")),
@@ -123,10 +167,16 @@ impl TestCluster {
         let n = &self.nodes[&id];
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
-            .args(["--id", &id.to_string(), "--listen", &n.addr, "--http", &n.http])
+            .args(["--id", &id.to_string(), "--listen", &n.addr, "--listen-peer", &n.peer, "--http", &n.http])
             .arg("--data-dir")
             .arg(&n.data_dir)
             .arg("--fault-injection");
+        if let Some(d) = &self.tls_dir {
+            let (cert, key, ca) = (d.join(format!("node-{id}.pem")), d.join(format!("node-{id}-key.pem")), d.join("ca.pem"));
+            cmd.arg("--cert-file").arg(&cert).arg("--key-file").arg(&key).arg("--trusted-ca-file").arg(&ca);
+            cmd.arg("--client-cert-auth");
+            cmd.arg("--peer-cert-file").arg(&cert).arg("--peer-key-file").arg(&key).arg("--peer-trusted-ca-file").arg(&ca);
+        }
         if n.bootstrap.is_empty() {
             cmd.args(["--initial-cluster", &self.initial_cluster]);
         } else {
@@ -205,18 +255,22 @@ impl TestCluster {
         self.nodes[&id].addr.clone()
     }
 
+    pub fn peer_addr(&self, id: u64) -> String {
+        self.nodes[&id].peer.clone()
+    }
+
     /// A client of every node.
     pub fn client(&self) -> Client {
-        Client::new(self.nodes.values().map(|n| n.addr.clone()).collect(), Duration::from_secs(10))
+        self.with_tls(Client::new(self.nodes.values().map(|n| n.addr.clone()).collect(), Duration::from_secs(10)))
     }
 
     /// A client pinned to node `id` (no failover).
     pub fn node_client(&self, id: u64) -> Client {
-        Client::new(vec![self.addr(id)], Duration::from_secs(5))
+        self.with_tls(Client::new(vec![self.addr(id)], Duration::from_secs(5)))
     }
 
     pub async fn status(&self, id: u64) -> Option<pb::StatusResponse> {
-        let c = Client::new(vec![self.addr(id)], Duration::from_millis(500));
+        let c = self.with_tls(Client::new(vec![self.addr(id)], Duration::from_millis(500)));
         c.status(&self.addr(id)).await.ok()
     }
 
@@ -249,7 +303,7 @@ impl TestCluster {
 
     /// Serializable read on one node.
     pub async fn local_get(&self, id: u64, key: &str) -> Option<Vec<u8>> {
-        let c = Client::new(vec![self.addr(id)], Duration::from_secs(2));
+        let c = self.with_tls(Client::new(vec![self.addr(id)], Duration::from_secs(2)));
         c.get(key.as_bytes(), true).await.ok()?.kv.map(|kv| kv.value)
     }
 
@@ -318,7 +372,7 @@ impl Drop for TestCluster {
 impl TestCluster {
     /// A client of the given nodes only.
     pub fn client_of(&self, ids: &[u64]) -> Client {
-        Client::new(ids.iter().map(|id| self.addr(*id)).collect(), Duration::from_secs(10))
+        self.with_tls(Client::new(ids.iter().map(|id| self.addr(*id)).collect(), Duration::from_secs(10)))
     }
 }
 
@@ -329,21 +383,23 @@ impl TestCluster {
     pub fn start_on_hosts(hosts: &[&str], extra: &[&str]) -> Self {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::Builder::new().prefix("raftkv-test-").tempdir().unwrap();
-        let (grpc, http) = (free_port_on(hosts), free_port_on(hosts));
+        let (grpc, peer, http) = (free_port_on(hosts), free_port_on(hosts), free_port_on(hosts));
         let mut nodes = BTreeMap::new();
         for (i, host) in hosts.iter().enumerate() {
             let id = i as u64 + 1;
             let mut node = Self::new_node(dir.path(), id, vec![]);
             node.addr = format!("{host}:{grpc}");
+            node.peer = format!("{host}:{peer}");
             node.http = format!("{host}:{http}");
             nodes.insert(id, node);
         }
-        let initial_cluster = nodes.values().map(|n| format!("{}={}", n.id, n.addr)).collect::<Vec<_>>().join(",");
+        let initial_cluster = nodes.values().map(|n| format!("{}={}", n.id, n.peer)).collect::<Vec<_>>().join(",");
         let mut c = TestCluster {
             dir,
             nodes,
             initial_cluster,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            tls_dir: None,
             _serial: serial,
         };
         for id in 1..=hosts.len() as u64 {
