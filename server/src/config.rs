@@ -144,12 +144,16 @@ impl NodeConfig {
         }
         if let Some(t) = &self.client_tls {
             if t.require_client_cert && t.trusted_ca.is_none() {
-                return Err(Error::Config("--client-cert-auth needs --trusted-ca-file (the CA clients' certificates are signed by)".into()));
+                return Err(Error::Config(
+                    "--client-cert-auth needs --trusted-ca-file (the CA clients' certificates are signed by)".into(),
+                ));
             }
         }
         if let Some(t) = &self.peer_tls {
             if t.trusted_ca.is_none() {
-                return Err(Error::Config("--peer-cert-file needs --peer-trusted-ca-file: peers authenticate each other".into()));
+                return Err(Error::Config(
+                    "--peer-cert-file needs --peer-trusted-ca-file: peers authenticate each other".into(),
+                ));
             }
         }
         if self.join.is_some() && !self.initial_cluster.is_empty() {

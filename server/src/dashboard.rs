@@ -126,7 +126,8 @@ mod tests {
 
     #[test]
     fn configured_endpoints_win_over_members() {
-        let members = vec![raftkv_proto::Member { id: 2, addr: "node2:7001".into(), voter: true, ..Default::default() }];
+        let members =
+            vec![raftkv_proto::Member { id: 2, addr: "node2:7001".into(), voter: true, ..Default::default() }];
         let from_members = nodes_to_show(&[], &members);
         assert_eq!(from_members[0].id, Some(2));
         assert_eq!(from_members[0].url, "http://node2:7001");

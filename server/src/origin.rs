@@ -71,9 +71,9 @@ impl OriginPolicy {
         let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
         if let Some(origin) = origin {
             let allowed = self.allowed_origins.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin));
-            let same = host.as_deref().is_some_and(|h| {
-                origin.split_once("://").is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(h))
-            });
+            let same = host
+                .as_deref()
+                .is_some_and(|h| origin.split_once("://").is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(h)));
             if !allowed && !same {
                 return Err(format!("requests from web pages of {origin} are not allowed (see --cors-origin)"));
             }
@@ -194,7 +194,9 @@ mod tests {
         assert!(p.check(&Method::GET, &uri, &headers(&[("host", "node1:7101")])).is_ok());
         assert!(p.check(&Method::GET, &uri, &headers(&[("host", "[::1]:7101")])).is_ok());
         // A form POST from another site without Origin (old browsers) is still refused by Sec-Fetch-Site.
-        assert!(p.check(&post, &uri, &headers(&[("host", "127.0.0.1:8080"), ("sec-fetch-site", "cross-site")])).is_err());
+        assert!(p
+            .check(&post, &uri, &headers(&[("host", "127.0.0.1:8080"), ("sec-fetch-site", "cross-site")]))
+            .is_err());
         // `*` opts in to every origin.
         let any = OriginPolicy { allowed_origins: vec!["*".into()], ..p.clone() };
         assert!(any.check(&post, &uri, &headers(&evil)).is_ok());

@@ -91,9 +91,10 @@ impl TlsFiles {
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Config(format!("TLS: {e}")))?;
         let builder = if self.require_client_cert {
-            let ca = self.trusted_ca.as_ref().ok_or_else(|| {
-                Error::Config("client certificate authentication needs a trusted CA file".into())
-            })?;
+            let ca = self
+                .trusted_ca
+                .as_ref()
+                .ok_or_else(|| Error::Config("client certificate authentication needs a trusted CA file".into()))?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
                 .build()
                 .map_err(|e| Error::Config(format!("TLS client verifier: {e}")))?;
@@ -265,9 +266,7 @@ pub fn tonic_incoming(
     listener: TcpListener,
     tls: ReloadingServer,
 ) -> impl futures::Stream<Item = io::Result<TlsStream<TcpStream>>> {
-    tokio_stream::wrappers::ReceiverStream::new(accept_tls(listener, tls))
-        .map(|(s, _)| Ok::<_, io::Error>(s))
-        .boxed()
+    tokio_stream::wrappers::ReceiverStream::new(accept_tls(listener, tls)).map(|(s, _)| Ok::<_, io::Error>(s)).boxed()
 }
 
 use futures::StreamExt;
@@ -326,7 +325,8 @@ impl ClientTls {
             (Some(cert), Some(k)) => {
                 certs(cert, "--cert file")?;
                 key(k)?;
-                c = c.identity(tonic::transport::Identity::from_pem(read(cert, "--cert file")?, read(k, "--key file")?));
+                c = c
+                    .identity(tonic::transport::Identity::from_pem(read(cert, "--cert file")?, read(k, "--key file")?));
             }
             (None, None) => {}
             _ => return Err(Error::Config("--cert and --key go together".into())),
@@ -355,11 +355,7 @@ impl ClientTls {
 
 /// Sends one raw HTTP/1.1 request (with `Connection: close`) to `addr` and returns the whole response, over TLS
 /// when a connector is given.
-pub async fn http_exchange(
-    addr: &str,
-    request: String,
-    tls: Option<tokio_rustls::TlsConnector>,
-) -> io::Result<String> {
+pub async fn http_exchange(addr: &str, request: String, tls: Option<tokio_rustls::TlsConnector>) -> io::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let tcp = TcpStream::connect(addr).await?;
     let mut out = Vec::new();

@@ -1,4 +1,4 @@
-//! Browsers reach the same port with gRPC-Web over HTTP/1.1, with CORS.
+//! Browsers reach the client port with gRPC-Web over HTTP/1.1, with CORS for the origins allowed.
 
 mod harness;
 
@@ -18,12 +18,12 @@ async fn raw_http(addr: &str, request: Vec<u8>) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_web_over_http1_with_cors() {
-    let cluster = TestCluster::start(1);
+    let cluster = TestCluster::start_with(1, &["--cors-origin", "http://127.0.0.1:8080"]);
     cluster.wait_for_leader(Duration::from_secs(20)).await;
     cluster.client().put("web-key", "web-value").await.unwrap();
     let addr = cluster.addr(1);
 
-    // CORS preflight from a page on another origin.
+    // CORS preflight from a page on an allowed origin.
     let preflight = format!(
         "OPTIONS /raftkv.v1.KV/Get HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://127.0.0.1:8080\r\n\
          Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type,x-grpc-web\r\n\
@@ -31,7 +31,7 @@ async fn grpc_web_over_http1_with_cors() {
     );
     let resp = String::from_utf8_lossy(&raw_http(&addr, preflight.into_bytes()).await).to_lowercase();
     assert!(resp.starts_with("http/1.1 200"), "{resp}");
-    assert!(resp.contains("access-control-allow-origin: *"), "{resp}");
+    assert!(resp.contains("access-control-allow-origin: http://127.0.0.1:8080"), "{resp}");
 
     // A gRPC-Web unary call: a length-prefixed protobuf frame over plain HTTP/1.1.
     let msg = raftkv_proto::GetRequest { key: b"web-key".to_vec(), serializable: false }.encode_to_vec();

@@ -56,8 +56,9 @@ def free_layout() -> tuple[int, int]:
     dashboard port."""
     for _ in range(500):
         base = random.randrange(20000, 31000)
-        dash = base + 200
-        if all(port_free(p) for p in [*range(base, base + 4), *range(base + 100, base + 104), dash]):
+        dash = base + 300
+        node_ports = [*range(base, base + 4), *range(base + 100, base + 104), *range(base + 200, base + 204)]
+        if all(port_free(p) for p in [*node_ports, dash]):
             return base, dash
     raise RuntimeError("no free ports")
 

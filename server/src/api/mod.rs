@@ -195,7 +195,9 @@ impl ApiContext {
             match tokio::time::timeout(left, self.raft.ensure_linearizable()).await {
                 Ok(Ok(_)) => return Ok(()),
                 Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                    if let Some(e) = self.not_leader(f.leader_id, f.leader_node.map(|n| n.addr).filter(|a| !a.is_empty())) {
+                    if let Some(e) =
+                        self.not_leader(f.leader_id, f.leader_node.map(|n| n.addr).filter(|a| !a.is_empty()))
+                    {
                         return Err(e);
                     }
                     self.wait_for_leader(deadline).await?;

@@ -63,8 +63,7 @@ impl PeerService {
                 )));
             }
         } else if mine == 0 {
-            if self.network.cluster_id.compare_exchange(0, msg.cluster_id, Ordering::SeqCst, Ordering::SeqCst).is_ok()
-            {
+            if self.network.cluster_id.compare_exchange(0, msg.cluster_id, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
                 (self.on_cluster_id)(msg.cluster_id);
             }
         } else if mine != msg.cluster_id {
@@ -124,8 +123,16 @@ impl RaftRpc for PeerService {
             )));
         }
         let m = self.raft.metrics().borrow().membership_config.clone();
-        let members: Vec<_> =
-            m.membership().nodes().map(|(id, n)| (*id, n.peer_addr.clone(), n.addr.clone())).collect();
+        // A member "has run" once it is recorded with a client address, or has sent this node an authenticated
+        // message carrying one (not yet recorded by the leader).
+        let members: Vec<_> = m
+            .membership()
+            .nodes()
+            .map(|(id, n)| {
+                let heard = self.network.client_addrs.lock().get(id).cloned().unwrap_or_default();
+                (*id, n.peer_addr.clone(), if n.addr.is_empty() { heard } else { n.addr.clone() })
+            })
+            .collect();
         let info = HelloInfo {
             node_id: self.network.id,
             cluster_id: self.network.cluster_id.load(Ordering::Relaxed),

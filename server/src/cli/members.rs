@@ -37,7 +37,12 @@ fn print_members(cli: &Cli, members: &[pb::Member]) {
         Output::Json => println!(
             "{}",
             serde_json::Value::Array(
-                members.iter().map(|m| serde_json::json!({"id": m.id, "addr": m.addr, "peer_addr": m.peer_addr, "voter": m.voter})).collect()
+                members
+                    .iter()
+                    .map(
+                        |m| serde_json::json!({"id": m.id, "addr": m.addr, "peer_addr": m.peer_addr, "voter": m.voter})
+                    )
+                    .collect()
             )
         ),
         Output::Table => print_table(

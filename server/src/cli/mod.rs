@@ -40,10 +40,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "RAFTKV_CACERT")]
     pub cacert: Option<std::path::PathBuf>,
     /// Client certificate (PEM) for servers that require one (--client-cert-auth); with --key.
-    #[arg(long, global = true, env = "RAFTKV_CERT", requires = "key")]
+    #[arg(long = "cert", id = "client_cert", global = true, env = "RAFTKV_CERT", requires = "client_key")]
     pub cert: Option<std::path::PathBuf>,
     /// The client certificate's private key (PEM).
-    #[arg(long, global = true, env = "RAFTKV_KEY", requires = "cert")]
+    #[arg(long = "key", id = "client_key", global = true, env = "RAFTKV_KEY", requires = "client_cert")]
     pub key: Option<std::path::PathBuf>,
     /// Output format of client commands.
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]

@@ -4,8 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use raftkv::{
     config::{parse_cluster, Limits, NodeConfig, RaftTuning},
-    tls::TlsFiles,
     node::{self, Listeners},
+    tls::TlsFiles,
 };
 
 use super::parse_duration;

@@ -131,11 +131,14 @@ impl Client {
             // tonic's timeout is only a header for the server; enforce it here too (a silent node must not hang us).
             let res = match tokio::time::timeout(left, f(addr.clone(), left)).await {
                 Ok(r) => r,
+                // Out of time after earlier failures: the earlier failure says more than the time-out.
+                Err(_) if attempt > 0 => return Err(last_err),
                 Err(_) => Err(Status::deadline_exceeded(format!("{addr} did not answer within {left:?}"))),
             };
             match res {
                 Ok(v) => return Ok(v),
                 Err(s) => {
+                    let s = self.explain(s, &addr);
                     let retryable = matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled)
                         && (retry == Retry::Idempotent || surely_not_sent(&s));
                     if !retryable {
@@ -157,6 +160,44 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Says what a transport failure most likely means: a plain-text client talking to a TLS port sees an HTTP/2
+    /// protocol error, a TLS client a handshake failure (untrusted server, or no client certificate).
+    fn explain(&self, s: Status, addr: &str) -> Status {
+        if !matches!(s.code(), Code::Internal | Code::Unknown | Code::Unavailable | Code::Cancelled)
+            || s.metadata().contains_key("grpc-status")
+        {
+            return s;
+        }
+        // The innermost cause is the telling one ("received fatal alert: CertificateRequired").
+        let mut cause = s.message().to_string();
+        let mut src = std::error::Error::source(&s);
+        while let Some(e) = src {
+            cause = e.to_string();
+            src = e.source();
+        }
+        let m = format!("{} {cause}", s.message()).to_ascii_lowercase();
+        let plain = !(addr.starts_with("https://") || (self.tls.is_some() && !addr.starts_with("http://")));
+        if plain && (m.contains("h2 protocol error") || m.contains("frame with invalid size")) {
+            return Status::unavailable(format!(
+                "the connection failed ({}): the server probably speaks TLS; pass --cacert (and --cert, --key if it \
+                 requires client certificates)",
+                s.message()
+            ));
+        }
+        // A server that requires a client certificate refuses it after the client's handshake completed (TLS 1.3),
+        // so the first request may just see its connection cancelled.
+        let tls_words =
+            ["certificate", "handshake", "tls", "alert", "operation was canceled", "transport error", "reset"];
+        let down = m.contains("tcp connect error") || m.contains("connection refused");
+        if !plain && !down && tls_words.iter().any(|w| m.contains(w)) {
+            return Status::unavailable(format!(
+                "TLS failed ({cause}): check --cacert (the CA that signed the server's certificate) and, if the server \
+                 requires client certificates, --cert and --key"
+            ));
+        }
+        s
     }
 
     fn request<T>(msg: T, left: Duration) -> Request<T> {

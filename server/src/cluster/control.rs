@@ -145,15 +145,15 @@ impl Controller {
         let pushes = targets.into_iter().map(|(id, pid, http, want)| {
             let tls = tls.clone();
             async move {
-            match set_partition(&http, id, &want, tls.as_ref()).await {
-                // Only if it reached the process it was meant for (not one that was replaced meanwhile).
-                Ok(()) if self.cluster.lock().pid(id) == Some(pid) => {
-                    self.applied.lock().insert(id, (pid, want));
+                match set_partition(&http, id, &want, tls.as_ref()).await {
+                    // Only if it reached the process it was meant for (not one that was replaced meanwhile).
+                    Ok(()) if self.cluster.lock().pid(id) == Some(pid) => {
+                        self.applied.lock().insert(id, (pid, want));
+                    }
+                    Ok(()) => {}
+                    // Not up yet or just died: the next round retries.
+                    Err(e) => tracing::debug!("partition state for node {id}: {e}"),
                 }
-                Ok(()) => {}
-                // Not up yet or just died: the next round retries.
-                Err(e) => tracing::debug!("partition state for node {id}: {e}"),
-            }
             }
         });
         futures::future::join_all(pushes).await;

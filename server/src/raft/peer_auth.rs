@@ -124,7 +124,8 @@ pub struct HelloInfo {
     pub cluster_id: u64,
     /// Whether this node holds a membership (it bootstrapped or joined a cluster).
     pub initialized: bool,
-    /// The members it knows: id, peer address, client address ("" until the member announced it).
+    /// The members it knows: id, peer address, client address ("" until the member announced it, in the
+    /// membership or in a message to this node).
     pub members: Vec<(NodeId, String, String)>,
 }
 

@@ -172,10 +172,16 @@ impl TestCluster {
             .arg(&n.data_dir)
             .arg("--fault-injection");
         if let Some(d) = &self.tls_dir {
-            let (cert, key, ca) = (d.join(format!("node-{id}.pem")), d.join(format!("node-{id}-key.pem")), d.join("ca.pem"));
+            let (cert, key, ca) =
+                (d.join(format!("node-{id}.pem")), d.join(format!("node-{id}-key.pem")), d.join("ca.pem"));
             cmd.arg("--cert-file").arg(&cert).arg("--key-file").arg(&key).arg("--trusted-ca-file").arg(&ca);
             cmd.arg("--client-cert-auth");
-            cmd.arg("--peer-cert-file").arg(&cert).arg("--peer-key-file").arg(&key).arg("--peer-trusted-ca-file").arg(&ca);
+            cmd.arg("--peer-cert-file")
+                .arg(&cert)
+                .arg("--peer-key-file")
+                .arg(&key)
+                .arg("--peer-trusted-ca-file")
+                .arg(&ca);
         }
         if n.bootstrap.is_empty() {
             cmd.args(["--initial-cluster", &self.initial_cluster]);
