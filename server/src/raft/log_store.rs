@@ -10,6 +10,11 @@
 //! - `purge` never runs ahead of a snapshot install that is still being written;
 //! - `save_committed` is written without waiting: after a crash openraft may re-learn a smaller committed index,
 //!   which is safe, and it lets a restarted node re-apply committed entries without waiting for the leader.
+//!
+//! Reads for replication are bounded by bytes before anything is read or decoded
+//! (`limited_get_log_entries`: at most [`super::network::MAX_APPEND_BYTES`] of entries, at least one), and a
+//! caller that needs only an entry's log id ([`LogStore::last_log_id`], status, metrics) decodes only that prefix
+//! of the record ([`entry_log_id`]), never the payload.
 
 // openraft's storage traits fix `StorageError` (large) as the error type of every storage call.
 #![allow(clippy::result_large_err)]
@@ -25,7 +30,7 @@ use std::{
 
 use openraft::{
     storage::{LogFlushed, RaftLogStorage},
-    LogState, RaftLogId, RaftLogReader,
+    LogState, RaftLogReader,
 };
 
 use super::{decode, encode, snapshot::DurableSnapshot, Entry, LogId, StorageError, TypeConfig, Vote};
@@ -75,11 +80,12 @@ impl LogStore {
         }
     }
 
-    fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
+    /// The log id of the last entry in the WAL (its payload is not decoded).
+    pub fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
         let Some(last) = self.wal.last_index() else { return Ok(None) };
         let entries = self.wal.read(last, last + 1).map_err(read_err)?;
         match entries.first() {
-            Some((_, bytes)) => Ok(Some(*decode::<Entry>(bytes).map_err(read_err)?.get_log_id())),
+            Some((_, bytes)) => Ok(Some(entry_log_id(bytes).map_err(read_err)?)),
             None => Ok(None),
         }
     }
@@ -94,7 +100,20 @@ impl LogStore {
     }
 }
 
+/// The log id of an encoded entry, decoding only that prefix (an `Entry` is encoded log id first, then payload).
+pub fn entry_log_id(bytes: &[u8]) -> Result<LogId, postcard::Error> {
+    postcard::take_from_bytes::<LogId>(bytes).map(|(id, _)| id)
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
+    /// At most [`super::network::MAX_APPEND_BYTES`] of entries from `start` (at least one): openraft asks for up to
+    /// `max_payload_entries` entries per AppendEntries, and with large entries that would be gigabytes read and
+    /// decoded before the network layer could refuse them.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        let n = self.wal.entries_within(start, end, super::network::MAX_APPEND_BYTES);
+        self.try_get_log_entries(start..start + n.max(1).min(end.saturating_sub(start))).await
+    }
+
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + openraft::OptionalSend>(
         &mut self,
         range: RB,
@@ -204,5 +223,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.snapshot.wait_covers(log_id.index).await;
         let bytes = encode(&log_id);
         self.blocking(move |wal| wal.purge(log_id.index, &bytes)).await.map_err(write_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::Command;
+
+    #[test]
+    fn log_id_is_read_from_the_prefix_only() {
+        let entry = Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(7, 2), 42),
+            payload: openraft::EntryPayload::Normal(Command::Put {
+                key: b"k".to_vec(),
+                value: vec![1; 1000],
+                prev_kv: false,
+            }),
+        };
+        let bytes = encode(&entry);
+        assert_eq!(entry_log_id(&bytes).unwrap(), entry.log_id);
+        // The payload is not needed: a record cut right after the log id still yields it.
+        assert_eq!(entry_log_id(&bytes[..8]).unwrap(), entry.log_id);
     }
 }
