@@ -106,7 +106,7 @@ pub async fn run(
     }
     tracing::info!(segments = report.segments, entries = report.entries, "WAL recovered");
     let state_machine =
-        StateMachineStore::open(SnapshotDir::open(data_dir.snapshot_dir())?, config.watch_history, metrics.clone())?;
+        StateMachineStore::open(SnapshotDir::open(data_dir.snapshot_dir())?, config.watch_limits(), metrics.clone())?;
     let log_store = LogStore::new(wal.clone(), state_machine.durable_snapshot());
 
     if data_dir.cluster_id() == 0 && !config.initial_cluster.is_empty() {
@@ -160,7 +160,11 @@ pub async fn run(
         id: config.id,
         addr: config.advertise.clone(),
         raft: raft.clone(),
-        proposer: crate::raft::proposer::Proposer::start(raft.clone(), config.proposals_in_flight),
+        proposer: crate::raft::proposer::Proposer::start(
+            raft.clone(),
+            config.proposals_in_flight,
+            config.proposal_queue(),
+        ),
         state_machine: state_machine.clone(),
         log_store: log_store.clone(),
         network: network.clone(),
@@ -172,6 +176,7 @@ pub async fn run(
         stopping: stop_rx.clone(),
     });
 
+    crate::raft::compaction::spawn(raft.clone(), wal.clone(), config.resources.snapshot_wal_bytes, stop_rx.clone());
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
