@@ -27,9 +27,10 @@
 //! - the request limit (`--max-request-bytes`) and the proposer's batch cap (`raft::proposer::MAX_BATCH_BYTES`)
 //!   bound one entry to a few MiB;
 //! - reads for replication stop at [`MAX_APPEND_BYTES`] (`LogStore::limited_get_log_entries`), and
-//!   [`RaftNetwork::append_entries`] checks the summed encoded size of the entries *before* encoding and answers
-//!   `PayloadTooLarge` with an entries hint that fits (openraft resends at once with that many), so a lagging
-//!   follower catches up in many small RPCs rather than one of up to 512 × 9.5 MiB;
+//!   [`RaftNetwork::append_entries`] checks the summed encoded size of the entries *before* encoding against a
+//!   budget that scales with the RPC's timeout (`append_budget`: 4 MiB for 100 ms) and answers `PayloadTooLarge`
+//!   with an entries hint that fits (openraft resends at once with that many), so a lagging follower catches up
+//!   in many small RPCs rather than one of up to 512 × 9.5 MiB;
 //! - values are encoded as byte strings (`raft::wire_bytes`), so the five encode/decode passes of an entry cost
 //!   memcpy rather than a serde call per byte — the cost that made a debug build miss the deadline.
 //!
@@ -73,6 +74,14 @@ pub const MAX_APPEND_BYTES: usize = 4 << 20;
 
 /// Largest AppendEntries body that can be sent at all (one entry larger than this could never replicate).
 const MAX_APPEND_BODY: usize = MAX_PEER_MESSAGE - (1 << 20);
+
+/// Bytes an AppendEntries may carry (beyond its first entry) given openraft's timeout for it: what a slow
+/// machine (a debug build on two busy cores) encodes, sends, decodes and fsyncs in that time, assumed 40 KiB per
+/// millisecond (4 MiB in the default 100 ms), between 1 MiB and [`MAX_APPEND_BYTES`] (the replication read cap).
+fn append_budget(timeout: Duration) -> usize {
+    let ms = usize::try_from(timeout.as_millis()).unwrap_or(usize::MAX);
+    ms.saturating_mul(40 << 10).clamp(1 << 20, MAX_APPEND_BYTES)
+}
 
 /// How many of `sizes` (encoded entry sizes, in order) fit in `budget` bytes: at least one.
 fn entries_that_fit(sizes: impl IntoIterator<Item = usize>, budget: usize) -> u64 {
@@ -356,7 +365,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
         // Size before encoding: openraft resends at once with the hinted number of entries.
         let sizes: Vec<usize> = rpc.entries.iter().map(encoded_size).collect();
-        let fit = entries_that_fit(sizes.iter().copied(), MAX_APPEND_BYTES);
+        let fit = entries_that_fit(sizes.iter().copied(), append_budget(option.hard_ttl()));
         if (fit as usize) < rpc.entries.len() {
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fit)));
         }
@@ -399,5 +408,12 @@ mod append_size_tests {
         assert_eq!(entries_that_fit([9 * mib, mib], 4 * mib), 1, "one large entry still goes alone");
         assert_eq!(entries_that_fit([10; 3], 4 * mib), 3);
         assert_eq!(entries_that_fit([], 4 * mib), 1);
+    }
+
+    #[test]
+    fn budget_scales_with_the_timeout_within_bounds() {
+        assert_eq!(append_budget(Duration::from_millis(10)), 1 << 20);
+        assert!(append_budget(Duration::from_millis(50)) < append_budget(Duration::from_millis(100)));
+        assert_eq!(append_budget(Duration::from_secs(60)), MAX_APPEND_BYTES);
     }
 }
