@@ -44,6 +44,9 @@ pub struct LogStore {
     committed_index: Arc<AtomicU64>,
     /// Purges wait for an in-flight snapshot install to be durable first.
     snapshot: DurableSnapshot,
+    /// The log id of the last entry appended, if nothing was truncated since: status reads it without touching the
+    /// WAL.
+    last: Arc<parking_lot::Mutex<Option<LogId>>>,
 }
 
 fn read_err(e: impl std::fmt::Display) -> StorageError {
@@ -61,7 +64,7 @@ fn vote_err(e: impl std::fmt::Display) -> StorageError {
 impl LogStore {
     pub fn new(wal: Wal, snapshot: DurableSnapshot) -> Self {
         let committed = wal.committed().and_then(|b| decode::<Option<LogId>>(&b).ok().flatten()).map_or(0, |l| l.index);
-        Self { wal, committed_index: Arc::new(AtomicU64::new(committed)), snapshot }
+        Self { wal, committed_index: Arc::new(AtomicU64::new(committed)), snapshot, last: Default::default() }
     }
 
     pub fn wal(&self) -> &Wal {
@@ -83,6 +86,11 @@ impl LogStore {
     /// The log id of the last entry in the WAL (its payload is not decoded).
     pub fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
         let Some(last) = self.wal.last_index() else { return Ok(None) };
+        if let Some(cached) = *self.last.lock() {
+            if cached.index == last {
+                return Ok(Some(cached));
+            }
+        }
         let entries = self.wal.read(last, last + 1).map_err(read_err)?;
         match entries.first() {
             Some((_, bytes)) => Ok(Some(entry_log_id(bytes).map_err(read_err)?)),
@@ -188,8 +196,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         // Entries at or below the purge point are already covered by the snapshot: nothing to store.
         let purged = self.wal.purged().map(|(i, _)| i);
+        let mut last_id = None;
         let records: Vec<(u64, Vec<u8>)> = entries
             .into_iter()
+            .inspect(|e| last_id = Some(e.log_id))
             .filter(|e| purged.is_none_or(|p| e.log_id.index > p))
             .map(|e| (e.log_id.index, encode(&e)))
             .collect();
@@ -200,6 +210,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Appending at or below the last index replaces the entries from there on (openraft itself truncates
         // conflicting entries first; this keeps "append" meaning "the log now ends with these").
         let first = records[0].0;
+        *self.last.lock() = None;
         if self.wal.last_index().is_some_and(|last| first <= last) {
             let wal = self.wal.clone();
             tokio::task::spawn_blocking(move || wal.truncate(first))
@@ -207,11 +218,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .unwrap_or(Err(WalError::Closed))
                 .map_err(write_err)?;
         }
-        self.wal.append(records, Box::new(move |res| callback.log_io_completed(res))).map_err(write_err)
+        self.wal.append(records, Box::new(move |res| callback.log_io_completed(res))).map_err(write_err)?;
+        *self.last.lock() = last_id;
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::info!(since = %log_id, "truncating conflicting log entries");
+        *self.last.lock() = None;
         self.blocking(move |wal| wal.truncate(log_id.index)).await.map_err(write_err)
     }
 
