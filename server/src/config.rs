@@ -22,8 +22,9 @@ pub struct Limits {
 /// etcd's default `--max-request-bytes`: 1.5 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
 
-/// Largest `--max-request-bytes` accepted: the gRPC decode limit of the KV service is derived from it and may not
-/// pass the peer message limit (a forwarded request must reach the leader).
+/// Largest `--max-request-bytes` accepted. The KV service decodes messages up to the peer message limit (64 MiB),
+/// well above this, so a request over `--max-request-bytes` is still decoded and refused with a message naming the
+/// flag rather than with tonic's generic "message length too large" (only past 64 MiB does tonic refuse it).
 pub const MAX_REQUEST_BYTES_CEILING: usize = 32 << 20;
 
 impl Default for Limits {
@@ -34,16 +35,6 @@ impl Default for Limits {
             max_txn_ops: 128,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
         }
-    }
-}
-
-impl Limits {
-    /// The gRPC decode limit of the KV service. It is not the request limit: a request over
-    /// `--max-request-bytes` must still be decoded, so it can be refused with a message naming that flag
-    /// (tonic's own refusal is a generic OUT_OF_RANGE "message length too large"). Only past this hard ceiling, the
-    /// peer message limit, does tonic refuse a message unread.
-    pub fn grpc_decode_limit(&self) -> usize {
-        crate::raft::network::MAX_PEER_MESSAGE
     }
 }
 
