@@ -169,12 +169,16 @@ impl WatchHub {
     /// Starts a watcher. `start_revision <= 0` means "changes after now". `prev_kv`: the watcher wants previous
     /// values (kept from now on while it is open).
     pub fn subscribe(&self, range: KeyRange, start_revision: i64, prev_kv: bool) -> Watcher {
+        let rx = self.latest.subscribe();
+        // "Now" is read under the history lock, with the prev_kv registration: a revision published before it may
+        // lack previous values, every one after it has them.
+        let h = self.history.lock();
         if prev_kv {
-            let _h = self.history.lock();
             self.prev_watchers.fetch_add(1, Ordering::AcqRel);
         }
-        let rx = self.latest.subscribe();
-        let next = if start_revision <= 0 { *rx.borrow() + 1 } else { start_revision };
+        let now = h.revisions.back().map_or(h.floor - 1, |r| r.revision).max(*rx.borrow());
+        drop(h);
+        let next = if start_revision <= 0 { now + 1 } else { start_revision };
         Watcher { hub: self.clone(), rx, range, next, prev_kv }
     }
 
