@@ -5,7 +5,7 @@
 #   services.raftkv = {
 #     enable = true;
 #     nodeId = 1;
-#     initialCluster = { "1" = "kv1:7001"; "2" = "kv2:7001"; "3" = "kv3:7001"; };
+#     initialCluster = { "1" = "kv1:7201"; "2" = "kv2:7201"; "3" = "kv3:7201"; };   # peer addresses
 #     openFirewall = true;
 #     environmentFile = "/run/secrets/raftkv";   # RAFTKV_PEER_SECRET=...
 #   };
@@ -18,12 +18,47 @@ let
 
   # "0.0.0.0:7001" and "[::]:7001" -> 7001
   portOf = address: lib.toInt (lib.last (lib.splitString ":" address));
+  # "kv1:7201" -> "kv1", "[::1]:7201" -> "[::1]"
+  hostOf = address: lib.concatStringsSep ":" (lib.init (lib.splitString ":" address));
 
   dataDir = "/var/lib/${cfg.stateDirectory}";
 
+  clusterEntry = cfg.initialCluster.${toString cfg.nodeId} or null;
+
+  # The peer address: set, or this node's entry in initialCluster, or the client address's host with the peer port.
+  advertisePeer =
+    if cfg.advertisePeerAddress != null then cfg.advertisePeerAddress
+    else if clusterEntry != null then clusterEntry
+    else if cfg.advertiseAddress != null then "${hostOf cfg.advertiseAddress}:${toString (portOf cfg.listenPeerAddress)}"
+    else null;
+
+  # The client address: set, or the peer address's host with the client port.
   advertise =
     if cfg.advertiseAddress != null then cfg.advertiseAddress
-    else cfg.initialCluster.${toString cfg.nodeId} or null;
+    else if advertisePeer != null then "${hostOf advertisePeer}:${toString (portOf cfg.listenAddress)}"
+    else null;
+
+  # TLS files are handed to the service by systemd (LoadCredential=): read as root wherever they are, copied for
+  # the dynamic user at every start.
+  credentials = "/run/credentials/raftkv.service";
+  tlsFiles = lib.filterAttrs (_: file: file != null) {
+    "cert.pem" = cfg.certFile;
+    "key.pem" = cfg.keyFile;
+    "ca.pem" = cfg.trustedCaFile;
+    "peer-cert.pem" = cfg.peerCertFile;
+    "peer-key.pem" = cfg.peerKeyFile;
+    "peer-ca.pem" = cfg.peerTrustedCaFile;
+  };
+  tlsFileOption = what: mkOption {
+    type = types.nullOr types.str;
+    default = null;
+    example = "/run/secrets/raftkv/${what}.pem";
+    description = ''
+      ${what} (PEM), a path outside the Nix store, read by systemd as root when the service starts. raftkv
+      reloads changed certificate files by itself, but here it sees systemd's copies: restart the service after
+      renewing them.
+    '';
+  };
 
   clusterSpec = lib.concatStringsSep "," (lib.mapAttrsToList (id: address: "${id}=${address}") cfg.initialCluster);
 in
@@ -45,34 +80,70 @@ in
     initialCluster = mkOption {
       type = types.attrsOf types.str;
       default = { };
-      example = { "1" = "kv1:7001"; "2" = "kv2:7001"; "3" = "kv3:7001"; };
+      example = { "1" = "kv1:7201"; "2" = "kv2:7201"; "3" = "kv3:7201"; };
       description = ''
-        The members that bootstrap a new cluster, node id to the gRPC address peers reach it at (this node
-        included). The same on every node. Only read the first time a node starts with an empty data directory;
-        later membership changes go through `raftkv members add/promote/remove`. Leave empty together with
-        `join` to add a node to a running cluster.
+        The members that bootstrap a new cluster, node id to the PEER address other members reach it at (this
+        node included; its entry is its advertised peer address). The same on every node. Only read when a node
+        starts with an empty data directory, and then refused if the cluster already counts this node as a member
+        that has run (its data was lost: `raftkv members remove ID`, then start it with `join`); later membership
+        changes go through `raftkv members add/promote/remove`. Leave empty together with `join` to add a node to
+        a running cluster.
       '';
     };
 
     join = mkOption {
       type = types.nullOr types.str;
       default = null;
-      example = "kv1:7001";
-      description = "Join a running cluster through this endpoint (as a learner; promote it with `raftkv members promote`).";
+      example = "kv1:7001,kv2:7001";
+      description = ''
+        Join a running cluster through these client endpoints (comma-separated), as a learner; promote it with
+        `raftkv members promote`. Needs `advertiseAddress`.
+      '';
     };
 
     listenAddress = mkOption {
       type = types.str;
       default = "0.0.0.0:7001";
-      description = "gRPC and gRPC-Web listen address (clients and peers).";
+      description = "Client port: gRPC and gRPC-Web listen address (the KV and Cluster services).";
     };
 
     advertiseAddress = mkOption {
       type = types.nullOr types.str;
       default = null;
       example = "kv1.example.org:7001";
-      description = "The address other nodes and clients use to reach this node (default: this node's entry in `initialCluster`).";
+      description = ''
+        The client address other members and clients use to reach this node (default: the host of its peer
+        address with the port of `listenAddress`). Required with `join`.
+      '';
     };
+
+    listenPeerAddress = mkOption {
+      type = types.str;
+      default = "0.0.0.0:7201";
+      description = "Peer port: the Raft service only, never served on the client port.";
+    };
+
+    advertisePeerAddress = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "kv1.example.org:7201";
+      description = ''
+        The peer address other members use to reach this node (default: its entry in `initialCluster`, else the
+        host of `advertiseAddress` with the port of `listenPeerAddress`).
+      '';
+    };
+
+    certFile = tlsFileOption "The certificate of the client and HTTP ports (--cert-file)";
+    keyFile = tlsFileOption "The private key of certFile (--key-file)";
+    trustedCaFile = tlsFileOption "The CA of client certificates and of the other members' certFile (--trusted-ca-file)";
+    clientCertAuth = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Refuse clients on the client port without a certificate signed by `trustedCaFile` (--client-cert-auth).";
+    };
+    peerCertFile = tlsFileOption "The certificate of the peer port (--peer-cert-file); peers then use mutual TLS";
+    peerKeyFile = tlsFileOption "The private key of peerCertFile (--peer-key-file)";
+    peerTrustedCaFile = tlsFileOption "The CA of every member's peer certificate (--peer-trusted-ca-file)";
 
     httpAddress = mkOption {
       type = types.str;
@@ -96,7 +167,7 @@ in
     openFirewall = mkOption {
       type = types.bool;
       default = false;
-      description = "Open the gRPC and HTTP ports in the firewall.";
+      description = "Open the client, HTTP and peer ports in the firewall.";
     };
 
     environmentFile = mkOption {
@@ -104,8 +175,9 @@ in
       default = null;
       example = "/run/secrets/raftkv.env";
       description = ''
-        An environment file read by systemd, outside the Nix store: put `RAFTKV_PEER_SECRET=...` (the same on every
-        node) here so that only nodes that know it can speak the Raft protocol on the shared port.
+        An environment file read by systemd, outside the Nix store: put `RAFTKV_PEER_SECRET=...` (at least 8
+        printable characters, the same on every node) here so that only nodes that know it can speak the Raft
+        protocol on the peer port (without peer TLS the only peer authentication; with it, checked as well).
       '';
     };
 
@@ -127,9 +199,36 @@ in
         assertion = cfg.initialCluster == { } || cfg.initialCluster ? ${toString cfg.nodeId};
         message = "services.raftkv: initialCluster must contain this node (nodeId ${toString cfg.nodeId}).";
       }
+      {
+        assertion = cfg.join == null || cfg.advertiseAddress != null;
+        message = "services.raftkv: join needs advertiseAddress (the client address members and clients reach this node at; the listen address may be 0.0.0.0).";
+      }
+      {
+        assertion = cfg.advertisePeerAddress == null || clusterEntry == null || clusterEntry == cfg.advertisePeerAddress;
+        message = "services.raftkv: initialCluster.\"${toString cfg.nodeId}\" must equal advertisePeerAddress (initialCluster lists peer addresses).";
+      }
+      {
+        assertion = (cfg.certFile == null) == (cfg.keyFile == null) && (cfg.certFile == null) == (cfg.trustedCaFile == null);
+        message = "services.raftkv: set certFile, keyFile and trustedCaFile together.";
+      }
+      {
+        assertion = !cfg.clientCertAuth || cfg.certFile != null;
+        message = "services.raftkv: clientCertAuth needs certFile, keyFile and trustedCaFile.";
+      }
+      {
+        assertion = (cfg.peerCertFile == null) == (cfg.peerKeyFile == null) && (cfg.peerCertFile == null) == (cfg.peerTrustedCaFile == null);
+        message = "services.raftkv: set peerCertFile, peerKeyFile and peerTrustedCaFile together.";
+      }
     ];
 
-    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ (portOf cfg.listenAddress) (portOf cfg.httpAddress) ];
+    warnings = lib.optional (cfg.openFirewall && cfg.peerCertFile == null && cfg.environmentFile == null)
+      "services.raftkv: openFirewall opens the peer port, but peers are not authenticated (no peerCertFile, no environmentFile with RAFTKV_PEER_SECRET).";
+
+    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [
+      (portOf cfg.listenAddress)
+      (portOf cfg.httpAddress)
+      (portOf cfg.listenPeerAddress)
+    ];
 
     systemd.services.raftkv = {
       description = "raftkv node ${toString cfg.nodeId}";
@@ -140,10 +239,23 @@ in
       environment = {
         RAFTKV_ID = toString cfg.nodeId;
         RAFTKV_LISTEN = cfg.listenAddress;
+        RAFTKV_LISTEN_PEER = cfg.listenPeerAddress;
         RAFTKV_HTTP = cfg.httpAddress;
         RAFTKV_DATA_DIR = dataDir;
       }
       // lib.optionalAttrs (advertise != null) { RAFTKV_ADVERTISE = advertise; }
+      // lib.optionalAttrs (advertisePeer != null) { RAFTKV_ADVERTISE_PEER = advertisePeer; }
+      // lib.optionalAttrs (cfg.certFile != null) {
+        RAFTKV_CERT_FILE = "${credentials}/cert.pem";
+        RAFTKV_KEY_FILE = "${credentials}/key.pem";
+        RAFTKV_TRUSTED_CA_FILE = "${credentials}/ca.pem";
+      }
+      // lib.optionalAttrs cfg.clientCertAuth { RAFTKV_CLIENT_CERT_AUTH = "true"; }
+      // lib.optionalAttrs (cfg.peerCertFile != null) {
+        RAFTKV_PEER_CERT_FILE = "${credentials}/peer-cert.pem";
+        RAFTKV_PEER_KEY_FILE = "${credentials}/peer-key.pem";
+        RAFTKV_PEER_TRUSTED_CA_FILE = "${credentials}/peer-ca.pem";
+      }
       // lib.optionalAttrs (cfg.initialCluster != { }) { RAFTKV_INITIAL_CLUSTER = clusterSpec; }
       // lib.optionalAttrs (cfg.join != null) { RAFTKV_JOIN = cfg.join; }
       // lib.optionalAttrs (cfg.webDir != null) { RAFTKV_WEB_DIR = "${cfg.webDir}"; };
@@ -151,6 +263,7 @@ in
       serviceConfig = {
         ExecStart = "${lib.getExe cfg.package} serve ${lib.escapeShellArgs cfg.extraArgs}";
         EnvironmentFile = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
+        LoadCredential = lib.mapAttrsToList (name: file: "${name}:${file}") tlsFiles;
         Restart = "on-failure";
         RestartSec = "2s";
         # SIGTERM is a clean shutdown; give it time before systemd escalates.

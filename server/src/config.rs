@@ -13,11 +13,52 @@ pub struct Limits {
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
     pub max_txn_ops: usize,
+    /// `--max-request-bytes` (etcd's name): the most value bytes one request may carry — put values plus txn
+    /// compare values. Keys are bounded separately (`max_key_bytes` each, at most `max_txn_ops` of them), so one
+    /// request's log entry stays below `max_request_bytes + max_txn_ops * 2 * max_key_bytes` plus framing.
+    pub max_request_bytes: usize,
 }
+
+/// etcd's default `--max-request-bytes`: 1.5 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
+
+/// Largest `--max-request-bytes` accepted. The KV service decodes messages up to the peer message limit (64 MiB),
+/// well above this, so a request over `--max-request-bytes` is still decoded and refused with a message naming the
+/// flag rather than with tonic's generic "message length too large" (only past 64 MiB does tonic refuse it).
+pub const MAX_REQUEST_BYTES_CEILING: usize = 32 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_key_bytes: 4096, max_value_bytes: 1536 * 1024, max_txn_ops: 128 }
+        Self {
+            max_key_bytes: 4096,
+            max_value_bytes: 1536 * 1024,
+            max_txn_ops: 128,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+        }
+    }
+}
+
+/// Bounds on what a node keeps in memory and on disk (issue 9: "bounded resources").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceLimits {
+    /// `--max-pending-proposals`: writes queued on the leader, not yet proposed, at most.
+    pub max_pending_proposals: usize,
+    /// `--max-pending-proposal-bytes`: bytes of those writes, at most.
+    pub max_pending_proposal_bytes: usize,
+    /// `--watch-history-bytes`: bytes of change history kept for watchers (besides `watch_history` revisions).
+    pub watch_history_bytes: usize,
+    /// `--snapshot-wal-bytes`: take a snapshot once the WAL grew by this much since the last one (0 = never).
+    pub snapshot_wal_bytes: u64,
+}
+
+impl Default for ResourceLimits {
+    fn default() -> Self {
+        Self {
+            max_pending_proposals: 10_000,
+            max_pending_proposal_bytes: 64 << 20,
+            watch_history_bytes: 64 << 20,
+            snapshot_wal_bytes: 256 << 20,
+        }
     }
 }
 
@@ -73,6 +114,8 @@ pub struct NodeConfig {
     /// An endpoint of an existing cluster to join as a learner.
     pub join: Option<String>,
     pub limits: Limits,
+    /// Memory and disk bounds (proposer queue, watch history, WAL between snapshots).
+    pub resources: ResourceLimits,
     pub raft: RaftTuning,
     pub request_timeout: Duration,
     /// Revisions of change history kept in memory for watchers.
@@ -113,6 +156,7 @@ impl NodeConfig {
             initial_cluster_token: "raftkv-cluster".into(),
             join: None,
             limits: Limits::default(),
+            resources: ResourceLimits::default(),
             raft: RaftTuning::default(),
             request_timeout: Duration::from_secs(5),
             watch_history: 100_000,
@@ -195,6 +239,27 @@ impl NodeConfig {
         if self.raft.snapshot_every == 0 {
             return Err(Error::Config("--snapshot-every must be positive".into()));
         }
+        let l = &self.limits;
+        if l.max_request_bytes == 0 || l.max_request_bytes > MAX_REQUEST_BYTES_CEILING {
+            return Err(Error::Config(format!(
+                "--max-request-bytes must be between 1 and {MAX_REQUEST_BYTES_CEILING} bytes, got {}",
+                l.max_request_bytes
+            )));
+        }
+        if l.max_value_bytes > MAX_REQUEST_BYTES_CEILING {
+            return Err(Error::Config(format!("--max-value-bytes may be at most {MAX_REQUEST_BYTES_CEILING} bytes")));
+        }
+        let r = &self.resources;
+        if r.max_pending_proposals == 0 || r.max_pending_proposal_bytes < l.max_request_bytes {
+            return Err(Error::Config(
+                "--max-pending-proposals must be positive and --max-pending-proposal-bytes at least \
+                 --max-request-bytes (one request must fit in the queue)"
+                    .into(),
+            ));
+        }
+        if r.watch_history_bytes == 0 {
+            return Err(Error::Config("--watch-history-bytes must be positive".into()));
+        }
         Ok(())
     }
 
@@ -229,6 +294,19 @@ impl NodeConfig {
             }
         }
         origins
+    }
+
+    /// How much change history the watch hub keeps (`--watch-history`, `--watch-history-bytes`).
+    pub fn watch_limits(&self) -> crate::watch::HistoryLimits {
+        crate::watch::HistoryLimits { revisions: self.watch_history, bytes: self.resources.watch_history_bytes }
+    }
+
+    /// The proposer's queue bounds (`--max-pending-proposals`, `--max-pending-proposal-bytes`).
+    pub fn proposal_queue(&self) -> crate::raft::proposer::QueueLimits {
+        crate::raft::proposer::QueueLimits {
+            max_commands: self.resources.max_pending_proposals,
+            max_bytes: self.resources.max_pending_proposal_bytes,
+        }
     }
 
     /// The cluster id a bootstrapping cluster derives from its initial membership (same on every member).

@@ -5,7 +5,8 @@
 //!
 //! | failure | status |
 //! |---|---|
-//! | bad request (empty key, over-size key/value, malformed op) | `INVALID_ARGUMENT` |
+//! | bad request (empty key, over-size key/value/request, malformed op) | `INVALID_ARGUMENT` |
+//! | the leader's proposal queue is full (nothing was proposed; retry later) | `RESOURCE_EXHAUSTED` |
 //! | no leader, leader unreachable, node shutting down | `UNAVAILABLE` (+ `x-raftkv-leader-id` / `-addr` hints) |
 //! | deadline passed while waiting for Raft | `DEADLINE_EXCEEDED` |
 //! | leader lost after the write was proposed (may or may not commit) | `UNKNOWN` |
@@ -36,6 +37,17 @@ pub enum Error {
 
     #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
     TooLarge { what: &'static str, size: usize, limit: usize },
+
+    /// The values of one request (put values, txn compare values) exceed `--max-request-bytes`.
+    #[error(
+        "request carries {size} bytes of values, over the limit of {limit} bytes (--max-request-bytes); \
+         split it into smaller requests"
+    )]
+    RequestTooLarge { size: usize, limit: usize },
+
+    /// A bounded queue or buffer is full; nothing was done, so the request may be retried later.
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
 
     /// No leader is known (election in progress, or no quorum).
     #[error("no leader: {0}")]
@@ -91,7 +103,8 @@ impl Error {
     pub fn into_status(self) -> tonic::Status {
         use tonic::Code;
         let code = match &self {
-            Error::InvalidArgument(_) | Error::TooLarge { .. } => Code::InvalidArgument,
+            Error::InvalidArgument(_) | Error::TooLarge { .. } | Error::RequestTooLarge { .. } => Code::InvalidArgument,
+            Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::NoLeader(_) | Error::NotLeader { .. } | Error::Unavailable(_) => Code::Unavailable,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::OutcomeUnknown(_) => Code::Unknown,

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
     pub key: Vec<u8>,
+    #[serde(with = "crate::raft::wire_bytes")]
     pub value: Vec<u8>,
     pub create_revision: i64,
     pub mod_revision: i64,
@@ -32,6 +33,7 @@ pub struct KeyValue {
 /// What the map stores per key (the key itself is the map key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
+    #[serde(with = "crate::raft::wire_bytes")]
     pub value: Vec<u8>,
     pub create_revision: i64,
     pub mod_revision: i64,
@@ -142,15 +144,24 @@ pub struct TxnCompare {
     pub key: Vec<u8>,
     pub target: CompareTarget,
     pub op: CompareOp,
+    #[serde(with = "crate::raft::wire_bytes")]
     pub value: Vec<u8>,
     pub number: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOp {
-    Put { key: Vec<u8>, value: Vec<u8>, prev_kv: bool },
+    Put {
+        key: Vec<u8>,
+        #[serde(with = "crate::raft::wire_bytes")]
+        value: Vec<u8>,
+        prev_kv: bool,
+    },
     Range(RangeQuery),
-    Delete { range: KeyRange, prev_kv: bool },
+    Delete {
+        range: KeyRange,
+        prev_kv: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

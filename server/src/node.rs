@@ -174,7 +174,7 @@ pub async fn run(
     }
     tracing::info!(segments = report.segments, entries = report.entries, "WAL recovered");
     let state_machine =
-        StateMachineStore::open(SnapshotDir::open(data_dir.snapshot_dir())?, config.watch_history, metrics.clone())?;
+        StateMachineStore::open(SnapshotDir::open(data_dir.snapshot_dir())?, config.watch_limits(), metrics.clone())?;
     let log_store = LogStore::new(wal.clone(), state_machine.durable_snapshot());
 
     let network = Arc::new(NetworkShared {
@@ -280,7 +280,11 @@ pub async fn run(
         addr: config.advertise.clone(),
         peer_addr: config.advertise_peer.clone(),
         raft: raft.clone(),
-        proposer: crate::raft::proposer::Proposer::start(raft.clone(), config.proposals_in_flight),
+        proposer: crate::raft::proposer::Proposer::start(
+            raft.clone(),
+            config.proposals_in_flight,
+            config.proposal_queue(),
+        ),
         state_machine: state_machine.clone(),
         log_store: log_store.clone(),
         network: network.clone(),
@@ -291,6 +295,13 @@ pub async fn run(
         unsafe_local_reads: config.unsafe_local_reads,
         stopping,
     });
+
+    crate::raft::compaction::spawn(
+        raft.clone(),
+        wal.clone(),
+        config.resources.snapshot_wal_bytes,
+        ctx.stopping.clone(),
+    );
 
     // The client port: public services, gRPC + gRPC-Web, CORS only for the allowed origins.
     let (health_reporter, health_service) = tonic_health::server::health_reporter();

@@ -453,7 +453,9 @@ mod tests {
             leader_id: leader,
             last_log_index: last,
             commit_index: last,
-            members: (1..=3).map(|i| pb::Member { id: i, addr: format!("127.0.0.1:700{i}"), voter: true, ..Default::default() }).collect(),
+            members: (1..=3)
+                .map(|i| pb::Member { id: i, addr: format!("127.0.0.1:700{i}"), voter: true, ..Default::default() })
+                .collect(),
             ..Default::default()
         }
     }

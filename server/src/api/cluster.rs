@@ -34,6 +34,9 @@ use crate::{
 /// Default and largest page of `LogEntries`.
 const LOG_PAGE_DEFAULT: u32 = 20;
 const LOG_PAGE_MAX: u32 = 1000;
+/// Most record bytes one `LogEntries` call reads and decodes (beyond the last entry of the page): any caller may
+/// ask, so a page of large entries is cut short rather than costing up to 1000 × 64 MiB of memory.
+const LOG_PAGE_MAX_BYTES: usize = 4 << 20;
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::NodeEvent, Status>> + Send>>;
 
@@ -105,15 +108,9 @@ impl ApiContext {
         let commit_index = committed.unwrap_or(0).max(self.log_store.committed_index());
         let (applied, revision, keys) = self.state_machine.applied();
         let last_log_index = m.last_log_index.unwrap_or(0);
+        // Only the last entry's log id is decoded, never its payload (status, /metrics and /readyz call this).
         let last_log_term = if m.last_log_index.is_some() {
-            use openraft::RaftLogReader;
-            let mut reader = self.log_store.clone();
-            reader
-                .try_get_log_entries(last_log_index..=last_log_index)
-                .await
-                .ok()
-                .and_then(|e| e.first().map(|e| e.log_id.leader_id.term))
-                .unwrap_or(0)
+            self.log_store.last_log_id().ok().flatten().map_or(0, |l| l.leader_id.term)
         } else {
             0
         };
@@ -236,7 +233,24 @@ impl ApiContext {
         } as u64;
         let first = status.purged_index + 1;
         let last = if to == 0 { status.last_log_index } else { to.min(status.last_log_index) };
-        let from = last.saturating_sub(limit - 1).max(first);
+        let mut from = last.saturating_sub(limit - 1).max(first);
+        // Bound the page by bytes before reading (the WAL's index knows each record's size): keep the newest
+        // entries, start the page later. The smallest `from` whose page fits, by bisection (sizes only grow as
+        // `from` moves back).
+        let wal = self.log_store.wal();
+        let fits = |from: u64| wal.entries_within(from, last + 1, LOG_PAGE_MAX_BYTES) >= last + 1 - from;
+        if from < last && !fits(from) {
+            let (mut lo, mut hi) = (from, last);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if fits(mid) {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            from = lo;
+        }
         let entries = if status.last_log_index == 0 || last < from {
             Vec::new()
         } else {

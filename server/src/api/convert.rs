@@ -2,6 +2,12 @@
 //!
 //! Validation happens here, once, before anything reaches Raft: a request that would be refused by the state
 //! machine must never be proposed (it would cost a log entry on every node and could not be undone).
+//!
+//! Sizes: every key is at most `--max-key-bytes`, every value (put values and txn compare values) at most
+//! `--max-value-bytes`, and the values of one request together at most `--max-request-bytes` (etcd's flag; 1.5
+//! MiB by default, so one put at the value limit still fits). Keys are not counted in the request limit: they are
+//! bounded by the key limit times `--max-txn-ops`. So one request's log entry is bounded, and the proposer can pack
+//! entries below the WAL record and peer message limits.
 
 use raftkv_proto as pb;
 
@@ -33,6 +39,14 @@ impl Limits {
         Ok(())
     }
 
+    /// The values one request carries, together, against `--max-request-bytes`.
+    pub fn check_request(&self, value_bytes: usize) -> Result<()> {
+        if value_bytes > self.max_request_bytes {
+            return Err(Error::RequestTooLarge { size: value_bytes, limit: self.max_request_bytes });
+        }
+        Ok(())
+    }
+
     fn check_range_end(&self, end: &[u8]) -> Result<()> {
         if end.len() > self.max_key_bytes {
             return Err(Error::TooLarge { what: "range_end", size: end.len(), limit: self.max_key_bytes });
@@ -44,6 +58,7 @@ impl Limits {
 pub fn put_command(limits: &Limits, r: pb::PutRequest) -> Result<Command> {
     limits.check_key(&r.key)?;
     limits.check_value(&r.value)?;
+    limits.check_request(r.value.len())?;
     Ok(Command::Put { key: r.key, value: r.value, prev_kv: r.prev_kv })
 }
 
@@ -101,6 +116,7 @@ pub fn txn_command(limits: &Limits, r: pb::TxnRequest) -> Result<Command> {
         .into_iter()
         .map(|c| {
             limits.check_key(&c.key)?;
+            limits.check_value(&c.value)?;
             let target = match pb::compare::Target::try_from(c.target) {
                 Ok(pb::compare::Target::Value) => CompareTarget::Value,
                 Ok(pb::compare::Target::Version) => CompareTarget::Version,
@@ -120,6 +136,11 @@ pub fn txn_command(limits: &Limits, r: pb::TxnRequest) -> Result<Command> {
         .collect::<Result<Vec<_>>>()?;
     let success = r.success.into_iter().map(|o| txn_op(limits, o)).collect::<Result<Vec<_>>>()?;
     let failure = r.failure.into_iter().map(|o| txn_op(limits, o)).collect::<Result<Vec<_>>>()?;
+    let put_bytes = |ops: &[TxnOp]| -> usize {
+        ops.iter().map(|o| if let TxnOp::Put { value, .. } = o { value.len() } else { 0 }).sum()
+    };
+    let value_bytes = compare.iter().map(|c| c.value.len()).sum::<usize>() + put_bytes(&success) + put_bytes(&failure);
+    limits.check_request(value_bytes)?;
     check_no_duplicate_writes(&success)?;
     check_no_duplicate_writes(&failure)?;
     Ok(Command::Txn { compare, success, failure })
@@ -212,7 +233,7 @@ mod tests {
 
     #[test]
     fn validation_names_the_limit() {
-        let limits = Limits { max_key_bytes: 4, max_value_bytes: 8, max_txn_ops: 2 };
+        let limits = Limits { max_key_bytes: 4, max_value_bytes: 8, max_txn_ops: 2, max_request_bytes: 12 };
         let err = put_command(&limits, pb::PutRequest { key: vec![], value: vec![], prev_kv: false }).unwrap_err();
         assert_eq!(err.to_string(), "key must not be empty");
         let err =
@@ -230,5 +251,37 @@ mod tests {
         let err =
             txn_command(&limits, pb::TxnRequest { compare: vec![bad], success: vec![], failure: vec![] }).unwrap_err();
         assert!(err.to_string().contains("unknown compare target 42"), "{err}");
+    }
+
+    #[test]
+    fn request_limit_counts_put_and_compare_values() {
+        let limits = Limits { max_key_bytes: 4, max_value_bytes: 8, max_txn_ops: 4, max_request_bytes: 12 };
+        let put = |v: usize| pb::RequestOp {
+            request: Some(pb::request_op::Request::Put(pb::PutRequest {
+                key: format!("k{v}").into_bytes(),
+                value: vec![0; v],
+                prev_kv: false,
+            })),
+        };
+        let txn = |compare: Vec<pb::Compare>, success: Vec<pb::RequestOp>| pb::TxnRequest {
+            compare,
+            success,
+            failure: vec![],
+        };
+        // 6 + 6 = 12: at the limit.
+        txn_command(&limits, txn(vec![], vec![put(6), put(5)])).unwrap();
+        let err = txn_command(&limits, txn(vec![], vec![put(7), put(6)])).unwrap_err();
+        assert_eq!(err.into_status().code(), tonic::Code::InvalidArgument);
+        let err = txn_command(&limits, txn(vec![], vec![put(7), put(6)])).unwrap_err();
+        assert!(
+            err.to_string().contains("13 bytes of values, over the limit of 12 bytes (--max-request-bytes)"),
+            "{err}"
+        );
+        // Compare values count, and are size-checked on their own.
+        let cmp = |v: usize| pb::Compare { key: b"k".to_vec(), target: 3, result: 0, value: vec![1; v], number: 0 };
+        let err = txn_command(&limits, txn(vec![cmp(8)], vec![put(5)])).unwrap_err();
+        assert!(err.to_string().contains("--max-request-bytes"), "{err}");
+        let err = txn_command(&limits, txn(vec![cmp(9)], vec![])).unwrap_err();
+        assert!(err.to_string().contains("value is 9 bytes, over the limit of 8 bytes"), "{err}");
     }
 }

@@ -112,6 +112,40 @@ pub(crate) fn forwarded(status: Status, leader: &str) -> Error {
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
 
+/// Splits a watcher's batch into responses of at most [`crate::watch::MAX_BATCH_BYTES`] of events each (one event
+/// larger than that goes alone), so no response nears the gRPC message limit: tonic would refuse it with
+/// OUT_OF_RANGE, which raftkv uses for "compacted". Revisions stay whole where they fit; a revision with more
+/// events than fit in one response is split over several, in order. Each response's header revision is the last
+/// revision whose events it completes (for a piece that ends inside a revision, the revision before it), so a
+/// client that resumes at header revision + 1 never skips an event.
+fn watch_responses(
+    revs: Vec<(i64, Vec<crate::keyspace::Event>)>,
+    with_prev: bool,
+    header: impl Fn(i64) -> pb::ResponseHeader,
+) -> Vec<pb::WatchResponse> {
+    let mut out = Vec::new();
+    let mut events = Vec::new();
+    let mut bytes = 0;
+    let mut last = 0;
+    for (rev, evs) in revs {
+        for e in evs {
+            let size = crate::watch::event_bytes(&e);
+            if !events.is_empty() && bytes + size > crate::watch::MAX_BATCH_BYTES {
+                // Everything before this event is sent: every revision before `rev` is complete.
+                out.push(pb::WatchResponse { header: Some(header(rev - 1)), events: std::mem::take(&mut events) });
+                bytes = 0;
+            }
+            bytes += size;
+            events.push(convert::event(e, with_prev));
+        }
+        last = rev;
+    }
+    if !events.is_empty() {
+        out.push(pb::WatchResponse { header: Some(header(last)), events });
+    }
+    out
+}
+
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
@@ -232,9 +266,9 @@ impl Kv for KvService {
             }
             let range = crate::keyspace::KeyRange::from_wire(msg.key, msg.range_end);
             let hub = ctx.state_machine.watch_hub();
-            let mut watcher = hub.subscribe(range, msg.start_revision);
             let with_prev = msg.prev_kv;
-            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            let mut watcher = hub.subscribe(range, msg.start_revision, with_prev);
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
             // The first message confirms the watch is in place and says where it starts.
             let first = pb::WatchResponse { header: Some(ctx.header(watcher.next_revision() - 1)), events: vec![] };
             let ctx2 = ctx.clone();
@@ -248,22 +282,25 @@ impl Kv for KvService {
                         _ = tx.closed() => return,
                         _ = ctx2.shutting_down() => Err(WatchError::Closed),
                     };
-                    let msg = match batch {
+                    let msgs = match batch {
                         Ok(revs) => {
-                            let last = revs.last().map_or(0, |(r, _)| *r);
-                            let events = revs
-                                .into_iter()
-                                .flat_map(|(_, evs)| evs)
-                                .map(|e| convert::event(e, with_prev))
-                                .collect();
-                            Ok(pb::WatchResponse { header: Some(ctx2.header(last)), events })
+                            watch_responses(revs, with_prev, |rev| ctx2.header(rev)).into_iter().map(Ok).collect()
                         }
-                        Err(e @ WatchError::Compacted { .. }) => Err(Error::Compacted(e.to_string()).into_status()),
-                        Err(WatchError::Closed) => Err(Error::Unavailable("node shutting down".into()).into_status()),
+                        Err(e @ WatchError::Compacted { .. }) => {
+                            vec![Err(Error::Compacted(e.to_string()).into_status())]
+                        }
+                        Err(e @ WatchError::PrevKvNotKept { .. }) => {
+                            vec![Err(Error::FailedPrecondition(e.to_string()).into_status())]
+                        }
+                        Err(WatchError::Closed) => {
+                            vec![Err(Error::Unavailable("node shutting down".into()).into_status())]
+                        }
                     };
-                    let stop = msg.is_err();
-                    if tx.send(msg).await.is_err() || stop {
-                        return;
+                    for msg in msgs {
+                        let stop = msg.is_err();
+                        if tx.send(msg).await.is_err() || stop {
+                            return;
+                        }
                     }
                 }
             });
@@ -271,5 +308,37 @@ impl Kv for KvService {
         })
         .await;
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyspace::{Event, EventKind, KeyValue};
+
+    fn ev(rev: i64, len: usize) -> Event {
+        let kv =
+            KeyValue { key: b"k".to_vec(), value: vec![0; len], create_revision: 1, mod_revision: rev, version: 1 };
+        Event { kind: EventKind::Put, kv, prev_kv: None }
+    }
+
+    #[test]
+    fn responses_are_split_by_bytes_and_headers_never_run_ahead() {
+        let big = 1536 * 1024;
+        // 10 revisions of 1.5 MiB, then one revision of 5 events of 1 MiB.
+        let mut revs: Vec<(i64, Vec<Event>)> = (1..=10).map(|r| (r, vec![ev(r, big)])).collect();
+        revs.push((11, (0..5).map(|_| ev(11, 1 << 20)).collect()));
+        let out = watch_responses(revs, false, |rev| pb::ResponseHeader { revision: rev, ..Default::default() });
+        let mut seen = 0;
+        for m in &out {
+            let size: usize = m.events.iter().map(|e| e.kv.as_ref().unwrap().value.len()).sum();
+            assert!(size <= crate::watch::MAX_BATCH_BYTES, "a response with {size} bytes of values");
+            let top = m.events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision).max().unwrap();
+            let header = m.header.as_ref().unwrap().revision;
+            assert!(header <= top && header >= top - 1, "header {header} for events up to {top}");
+            seen += m.events.len();
+        }
+        assert_eq!(seen, 15);
+        assert_eq!(out.last().unwrap().header.as_ref().unwrap().revision, 11);
     }
 }

@@ -162,18 +162,34 @@ impl ApiContext {
                 }
             }
             self.metrics.proposals.inc();
-            let res = tokio::time::timeout(left, self.proposer.propose(cmd)).await;
-            return match res {
-                Ok(Ok(resp)) => Ok(resp),
-                Ok(Err(ProposeError::LeadershipLost)) => {
+            let pending = match self.proposer.propose(cmd, deadline) {
+                Ok(p) => p,
+                Err(ProposeError::QueueFull(m)) => {
+                    self.metrics.proposals_failed.inc();
+                    return Err(Error::ResourceExhausted(m));
+                }
+                Err(e) => return Err(Error::Internal(format!("proposer refused a write: {e:?}"))),
+            };
+            return match pending.wait(deadline).await {
+                Ok(resp) => Ok(resp),
+                Err(Some(ProposeError::LeadershipLost)) => {
                     self.metrics.proposals_failed.inc();
                     Err(Error::OutcomeUnknown(
                         "leadership changed while the write was in flight; it may or may not take effect".into(),
                     ))
                 }
-                Ok(Err(ProposeError::ChangeMembership(e))) => Err(Error::FailedPrecondition(e)),
-                Ok(Err(ProposeError::Stopped(e))) => Err(Error::OutcomeUnknown(format!("raft stopped: {e}"))),
-                Err(_) => {
+                Err(Some(ProposeError::ChangeMembership(e))) => Err(Error::FailedPrecondition(e)),
+                Err(Some(ProposeError::Stopped(e))) => Err(Error::OutcomeUnknown(format!("raft stopped: {e}"))),
+                Err(Some(ProposeError::QueueFull(m))) => Err(Error::ResourceExhausted(m)),
+                Err(Some(ProposeError::NotProposed)) => {
+                    self.metrics.proposals_failed.inc();
+                    Err(Error::DeadlineExceeded(
+                        "the write waited in the leader's proposal queue until its deadline and was dropped \
+                         without being proposed; it did not take effect"
+                            .into(),
+                    ))
+                }
+                Err(None) => {
                     self.metrics.proposals_failed.inc();
                     Err(Error::DeadlineExceeded(
                         "the write was proposed but not committed before the deadline; it may or may not take effect"

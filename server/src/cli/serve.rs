@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use raftkv::{
-    config::{parse_cluster, Limits, NodeConfig, RaftTuning},
+    config::{parse_cluster, Limits, NodeConfig, RaftTuning, ResourceLimits},
     node::{self, Listeners},
     tls::TlsFiles,
 };
@@ -72,8 +72,10 @@ pub struct ServeArgs {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "RAFTKV_LOG_JSON")]
     pub log_json: bool,
+    /// Longest key accepted, in bytes.
     #[arg(long, env = "RAFTKV_MAX_KEY_BYTES", default_value_t = Limits::default().max_key_bytes)]
     pub max_key_bytes: usize,
+    /// Largest single value accepted, in bytes (see also --max-request-bytes).
     #[arg(long, env = "RAFTKV_MAX_VALUE_BYTES", default_value_t = Limits::default().max_value_bytes)]
     pub max_value_bytes: usize,
     #[arg(long, env = "RAFTKV_HEARTBEAT", default_value = "100ms", value_parser = parse_duration)]
@@ -107,6 +109,32 @@ pub struct ServeArgs {
     /// Write batches in flight at once on the leader (more = more parallelism, smaller batches).
     #[arg(long, env = "RAFTKV_PROPOSALS_IN_FLIGHT", default_value_t = raftkv::raft::proposer::DEFAULT_IN_FLIGHT)]
     pub proposals_in_flight: usize,
+    // --- Bounded resources (issue 9). ---
+    /// Most bytes of values (put values plus txn compare values) one request may carry; larger requests are
+    /// refused with INVALID_ARGUMENT before anything is proposed. etcd's flag and default (1.5 MiB); keys are
+    /// bounded by --max-key-bytes each.
+    #[arg(long, env = "RAFTKV_MAX_REQUEST_BYTES", default_value_t = Limits::default().max_request_bytes)]
+    pub max_request_bytes: usize,
+    /// Most writes waiting on the leader to be proposed; more are refused with RESOURCE_EXHAUSTED (nothing was
+    /// proposed, so the client may retry).
+    #[arg(long, env = "RAFTKV_MAX_PENDING_PROPOSALS", default_value_t = ResourceLimits::default().max_pending_proposals)]
+    pub max_pending_proposals: usize,
+    /// Most bytes of writes waiting on the leader to be proposed (see --max-pending-proposals).
+    #[arg(
+        long,
+        env = "RAFTKV_MAX_PENDING_PROPOSAL_BYTES",
+        default_value_t = ResourceLimits::default().max_pending_proposal_bytes
+    )]
+    pub max_pending_proposal_bytes: usize,
+    /// Bytes of change history kept in memory for watchers (besides --watch-history revisions). Previous values
+    /// are kept only while a watcher asks for them (prev_kv).
+    #[arg(long, env = "RAFTKV_WATCH_HISTORY_BYTES", default_value_t = ResourceLimits::default().watch_history_bytes)]
+    pub watch_history_bytes: usize,
+    /// Also snapshot (and compact the WAL) once the WAL grew by this many bytes since the last snapshot, and keep
+    /// at most a quarter of it behind a snapshot (0 = only --snapshot-every).
+    #[arg(long, env = "RAFTKV_SNAPSHOT_WAL_BYTES", default_value_t = ResourceLimits::default().snapshot_wal_bytes)]
+    pub snapshot_wal_bytes: u64,
+    // --- end of bounded resources. ---
     /// DELIBERATELY BROKEN: linearizable reads served locally without confirming leadership. Only for the chaos
     /// suite's self-test, which must catch the stale reads this causes.
     #[arg(long, hide = true)]
@@ -157,8 +185,18 @@ impl ServeArgs {
             c.initial_cluster = parse_cluster(spec).map_err(|e| anyhow::anyhow!("--initial-cluster: {e}"))?;
         }
         c.join = self.join.clone();
-        c.limits =
-            Limits { max_key_bytes: self.max_key_bytes, max_value_bytes: self.max_value_bytes, ..Limits::default() };
+        c.limits = Limits {
+            max_key_bytes: self.max_key_bytes,
+            max_value_bytes: self.max_value_bytes,
+            max_request_bytes: self.max_request_bytes,
+            ..Limits::default()
+        };
+        c.resources = ResourceLimits {
+            max_pending_proposals: self.max_pending_proposals,
+            max_pending_proposal_bytes: self.max_pending_proposal_bytes,
+            watch_history_bytes: self.watch_history_bytes,
+            snapshot_wal_bytes: self.snapshot_wal_bytes,
+        };
         c.raft = RaftTuning {
             heartbeat: self.heartbeat,
             election_timeout_min: self.election_timeout_min,

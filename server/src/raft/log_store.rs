@@ -10,6 +10,11 @@
 //! - `purge` never runs ahead of a snapshot install that is still being written;
 //! - `save_committed` is written without waiting: after a crash openraft may re-learn a smaller committed index,
 //!   which is safe, and it lets a restarted node re-apply committed entries without waiting for the leader.
+//!
+//! Reads for replication are bounded by bytes before anything is read or decoded
+//! (`limited_get_log_entries`: at most [`super::network::MAX_APPEND_BYTES`] of entries, at least one), and a
+//! caller that needs only an entry's log id ([`LogStore::last_log_id`], status, metrics) decodes only that prefix
+//! of the record ([`entry_log_id`]), never the payload.
 
 // openraft's storage traits fix `StorageError` (large) as the error type of every storage call.
 #![allow(clippy::result_large_err)]
@@ -25,7 +30,7 @@ use std::{
 
 use openraft::{
     storage::{LogFlushed, RaftLogStorage},
-    LogState, RaftLogId, RaftLogReader,
+    LogState, RaftLogReader,
 };
 
 use super::{decode, encode, snapshot::DurableSnapshot, Entry, LogId, StorageError, TypeConfig, Vote};
@@ -39,6 +44,9 @@ pub struct LogStore {
     committed_index: Arc<AtomicU64>,
     /// Purges wait for an in-flight snapshot install to be durable first.
     snapshot: DurableSnapshot,
+    /// The log id of the last entry appended, if nothing was truncated since: status reads it without touching the
+    /// WAL.
+    last: Arc<parking_lot::Mutex<Option<LogId>>>,
 }
 
 fn read_err(e: impl std::fmt::Display) -> StorageError {
@@ -56,7 +64,7 @@ fn vote_err(e: impl std::fmt::Display) -> StorageError {
 impl LogStore {
     pub fn new(wal: Wal, snapshot: DurableSnapshot) -> Self {
         let committed = wal.committed().and_then(|b| decode::<Option<LogId>>(&b).ok().flatten()).map_or(0, |l| l.index);
-        Self { wal, committed_index: Arc::new(AtomicU64::new(committed)), snapshot }
+        Self { wal, committed_index: Arc::new(AtomicU64::new(committed)), snapshot, last: Default::default() }
     }
 
     pub fn wal(&self) -> &Wal {
@@ -75,11 +83,17 @@ impl LogStore {
         }
     }
 
-    fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
+    /// The log id of the last entry in the WAL (its payload is not decoded).
+    pub fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
         let Some(last) = self.wal.last_index() else { return Ok(None) };
+        if let Some(cached) = *self.last.lock() {
+            if cached.index == last {
+                return Ok(Some(cached));
+            }
+        }
         let entries = self.wal.read(last, last + 1).map_err(read_err)?;
         match entries.first() {
-            Some((_, bytes)) => Ok(Some(*decode::<Entry>(bytes).map_err(read_err)?.get_log_id())),
+            Some((_, bytes)) => Ok(Some(entry_log_id(bytes).map_err(read_err)?)),
             None => Ok(None),
         }
     }
@@ -94,7 +108,20 @@ impl LogStore {
     }
 }
 
+/// The log id of an encoded entry, decoding only that prefix (an `Entry` is encoded log id first, then payload).
+pub fn entry_log_id(bytes: &[u8]) -> Result<LogId, postcard::Error> {
+    postcard::take_from_bytes::<LogId>(bytes).map(|(id, _)| id)
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
+    /// At most [`super::network::MAX_APPEND_BYTES`] of entries from `start` (at least one): openraft asks for up to
+    /// `max_payload_entries` entries per AppendEntries, and with large entries that would be gigabytes read and
+    /// decoded before the network layer could refuse them.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        let n = self.wal.entries_within(start, end, super::network::MAX_APPEND_BYTES);
+        self.try_get_log_entries(start..start + n.max(1).min(end.saturating_sub(start))).await
+    }
+
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + openraft::OptionalSend>(
         &mut self,
         range: RB,
@@ -169,8 +196,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         // Entries at or below the purge point are already covered by the snapshot: nothing to store.
         let purged = self.wal.purged().map(|(i, _)| i);
+        let mut last_id = None;
         let records: Vec<(u64, Vec<u8>)> = entries
             .into_iter()
+            .inspect(|e| last_id = Some(e.log_id))
             .filter(|e| purged.is_none_or(|p| e.log_id.index > p))
             .map(|e| (e.log_id.index, encode(&e)))
             .collect();
@@ -181,6 +210,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Appending at or below the last index replaces the entries from there on (openraft itself truncates
         // conflicting entries first; this keeps "append" meaning "the log now ends with these").
         let first = records[0].0;
+        *self.last.lock() = None;
         if self.wal.last_index().is_some_and(|last| first <= last) {
             let wal = self.wal.clone();
             tokio::task::spawn_blocking(move || wal.truncate(first))
@@ -188,11 +218,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .unwrap_or(Err(WalError::Closed))
                 .map_err(write_err)?;
         }
-        self.wal.append(records, Box::new(move |res| callback.log_io_completed(res))).map_err(write_err)
+        self.wal.append(records, Box::new(move |res| callback.log_io_completed(res))).map_err(write_err)?;
+        *self.last.lock() = last_id;
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::info!(since = %log_id, "truncating conflicting log entries");
+        *self.last.lock() = None;
         self.blocking(move |wal| wal.truncate(log_id.index)).await.map_err(write_err)
     }
 
@@ -204,5 +237,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.snapshot.wait_covers(log_id.index).await;
         let bytes = encode(&log_id);
         self.blocking(move |wal| wal.purge(log_id.index, &bytes)).await.map_err(write_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::Command;
+
+    #[test]
+    fn log_id_is_read_from_the_prefix_only() {
+        let entry = Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(7, 2), 42),
+            payload: openraft::EntryPayload::Normal(Command::Put {
+                key: b"k".to_vec(),
+                value: vec![1; 1000],
+                prev_kv: false,
+            }),
+        };
+        let bytes = encode(&entry);
+        assert_eq!(entry_log_id(&bytes).unwrap(), entry.log_id);
+        // The payload is not needed: a record cut right after the log id still yields it.
+        assert_eq!(entry_log_id(&bytes[..8]).unwrap(), entry.log_id);
     }
 }

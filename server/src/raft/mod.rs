@@ -5,17 +5,21 @@
 //!   snapshots ([`snapshot`]) and the watch hub ([`crate::watch`]).
 //! - [`network`]: openraft's `RaftNetwork` over the peer-only gRPC service (`raftkv.v1.Raft`), authenticated by
 //!   peer TLS or [`peer_auth`]; [`announce`] records members' client addresses in the membership.
-//! - [`proposer`]: batches concurrent client writes into one log entry (group commit on the leader).
+//! - [`proposer`]: batches concurrent client writes into one log entry (group commit on the leader), bounded.
+//! - [`compaction`]: snapshots (and purges) triggered by WAL bytes, besides openraft's entry count.
+//! - [`wire_bytes`]: values encoded as byte strings, not one serde call per byte.
 //!
 //! Every log entry's application payload is a [`Command`]; applying it yields a [`CommandResponse`].
 
 pub mod announce;
+pub mod compaction;
 pub mod log_store;
 pub mod network;
 pub mod peer_auth;
 pub mod proposer;
 pub mod snapshot;
 pub mod state_machine;
+pub mod wire_bytes;
 
 use std::io::Cursor;
 
@@ -68,6 +72,7 @@ pub type StorageError = openraft::StorageError<NodeId>;
 pub enum Command {
     Put {
         key: Vec<u8>,
+        #[serde(with = "wire_bytes")]
         value: Vec<u8>,
         prev_kv: bool,
     },

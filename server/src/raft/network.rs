@@ -14,6 +14,30 @@
 //! [`Traffic`] counts the RPCs sent to each peer (and how many are in flight) and when a leader last reached this
 //! node: the dashboard draws them as RaftScope draws messages and election timers.
 //!
+//! **AppendEntries size and openraft's timeouts** (issue 9, items 3 and 10). In openraft 0.9.25 every
+//! AppendEntries — heartbeat or not — is sent by the target's one replication task
+//! (`replication/mod.rs::send_log_entries`), wrapped in `timeout(heartbeat_interval, network.append_entries(..))`
+//! with `RPCOption::new(heartbeat_interval)`: the RPC's whole budget is one heartbeat interval (100 ms by
+//! default), whatever it carries, and the outer timeout is openraft's own, so no `hard_ttl` this layer chooses
+//! can extend it. A timed-out AppendEntries is reported to RaftCore, which sends it again from the follower's
+//! matching index; heartbeats are queued behind it in the same task (the read-index check in
+//! `raft_core.rs::handle_check_is_leader_request` sends its own empty AppendEntries, same timeout). So an entry
+//! that cannot be encoded, sent, decoded and made durable within one heartbeat interval is retried forever and
+//! never commits, and the followers, starved of timely heartbeats, elect new leaders. That is what a debug build
+//! did with a 1.5 MiB put, and any build with three concurrent 30 MiB txns.
+//!
+//! The fix keeps every RPC well inside that budget instead of stretching it (stretching would need a longer
+//! heartbeat interval, hence longer election timeouts and slower failover):
+//! - the request limit (`--max-request-bytes`) and the proposer's batch cap (`raft::proposer::MAX_BATCH_BYTES`)
+//!   bound one entry to a few MiB;
+//! - reads for replication stop at [`MAX_APPEND_BYTES`] (`LogStore::limited_get_log_entries`), and
+//!   [`RaftNetwork::append_entries`] checks the summed encoded size of the entries *before* encoding against a
+//!   budget that scales with the RPC's timeout (`append_budget`: 4 MiB for 100 ms) and answers `PayloadTooLarge`
+//!   with an entries hint that fits (openraft resends at once with that many), so a lagging follower catches up
+//!   in many small RPCs rather than one of up to 512 × 9.5 MiB;
+//! - values are encoded as byte strings (`raft::wire_bytes`), so the five encode/decode passes of an entry cost
+//!   memcpy rather than a serde call per byte — the cost that made a debug build miss the deadline.
+//!
 //! The [`FaultInjector`] is the hook the local cluster controller and the chaos suite use to partition a node:
 //! while a peer is blocked, every message to or from it is dropped as if the network had failed. It is inert
 //! unless the node was started with fault injection enabled.
@@ -52,8 +76,34 @@ pub const PEER_PROTOCOL_VERSION: u32 = 1;
 /// Largest gRPC message between peers (both directions).
 pub const MAX_PEER_MESSAGE: usize = 64 << 20;
 
-/// Largest AppendEntries body sent; larger batches are split (openraft retries with fewer entries).
+/// Most encoded entry bytes in one AppendEntries (beyond its first entry): small enough to be sent and made
+/// durable within openraft's AppendEntries timeout (one heartbeat interval) on a slow machine.
+pub const MAX_APPEND_BYTES: usize = 4 << 20;
+
+/// Largest AppendEntries body that can be sent at all (one entry larger than this could never replicate).
 const MAX_APPEND_BODY: usize = MAX_PEER_MESSAGE - (1 << 20);
+
+/// Bytes an AppendEntries may carry (beyond its first entry) given openraft's timeout for it: what a slow
+/// machine (a debug build on two busy cores) encodes, sends, decodes and fsyncs in that time, assumed 40 KiB per
+/// millisecond (4 MiB in the default 100 ms), between 1 MiB and [`MAX_APPEND_BYTES`] (the replication read cap).
+fn append_budget(timeout: Duration) -> usize {
+    let ms = usize::try_from(timeout.as_millis()).unwrap_or(usize::MAX);
+    ms.saturating_mul(40 << 10).clamp(1 << 20, MAX_APPEND_BYTES)
+}
+
+/// How many of `sizes` (encoded entry sizes, in order) fit in `budget` bytes: at least one.
+fn entries_that_fit(sizes: impl IntoIterator<Item = usize>, budget: usize) -> u64 {
+    let mut total = 0;
+    let mut n = 0;
+    for size in sizes {
+        total += size;
+        if n > 0 && total > budget {
+            break;
+        }
+        n += 1;
+    }
+    n.max(1)
+}
 
 /// Partitions a node from chosen peers, for failure testing. Disabled = never blocks anything.
 #[derive(Default)]
@@ -418,18 +468,31 @@ impl PeerClient {
     }
 }
 
+/// The postcard-encoded size of one entry, computed without encoding it.
+fn encoded_size(e: &super::Entry) -> usize {
+    postcard::serialize_with_flavor(e, postcard::ser_flavors::Size::default()).unwrap_or(usize::MAX / 2)
+}
+
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        let body = encode(&rpc);
-        if body.len() > MAX_APPEND_BODY && rpc.entries.len() > 1 {
-            // Ask openraft to resend with fewer entries rather than fail the same oversized batch forever.
-            let hint = (rpc.entries.len() as u64 / 2).max(1);
-            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
+        // Size before encoding: openraft resends at once with the hinted number of entries.
+        let sizes: Vec<usize> = rpc.entries.iter().map(encoded_size).collect();
+        let fit = entries_that_fit(sizes.iter().copied(), append_budget(option.hard_ttl()));
+        if (fit as usize) < rpc.entries.len() {
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fit)));
         }
+        let total: usize = sizes.iter().sum();
+        if total > MAX_APPEND_BODY {
+            // One entry too large for any message: no retry can help; say so instead of sending it.
+            return Err(RPCError::Network(NetworkError::new(&std::io::Error::other(format!(
+                "an entry of {total} bytes exceeds the peer message limit of {MAX_PEER_MESSAGE} bytes"
+            )))));
+        }
+        let body = encode(&rpc);
         self.call(Rpc::AppendEntries, body, rpc.entries.len() as u64, &option).await
     }
 
@@ -447,5 +510,26 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
         self.call(Rpc::Vote, encode(&rpc), 0, &option).await
+    }
+}
+
+#[cfg(test)]
+mod append_size_tests {
+    use super::*;
+
+    #[test]
+    fn hint_fits_the_budget_and_always_sends_one() {
+        let mib = 1 << 20;
+        assert_eq!(entries_that_fit([mib; 10], 4 * mib), 4);
+        assert_eq!(entries_that_fit([9 * mib, mib], 4 * mib), 1, "one large entry still goes alone");
+        assert_eq!(entries_that_fit([10; 3], 4 * mib), 3);
+        assert_eq!(entries_that_fit([], 4 * mib), 1);
+    }
+
+    #[test]
+    fn budget_scales_with_the_timeout_within_bounds() {
+        assert_eq!(append_budget(Duration::from_millis(10)), 1 << 20);
+        assert!(append_budget(Duration::from_millis(50)) < append_budget(Duration::from_millis(100)));
+        assert_eq!(append_budget(Duration::from_secs(60)), MAX_APPEND_BYTES);
     }
 }

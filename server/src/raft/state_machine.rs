@@ -35,7 +35,7 @@ use crate::{
     error::Result,
     keyspace::{KeyRange, KeySpace},
     metrics::Metrics,
-    watch::WatchHub,
+    watch::{HistoryLimits, WatchHub},
 };
 
 /// Everything the state machine holds; replaced wholesale when a snapshot is installed.
@@ -69,7 +69,11 @@ fn io_err(e: impl std::fmt::Display) -> StorageError {
 
 impl StateMachineStore {
     /// Opens the state machine from the snapshot in `snapshots` (if any).
-    pub fn open(snapshots: SnapshotDir, watch_history: usize, metrics: Arc<Metrics>) -> Result<Self> {
+    pub fn open(
+        snapshots: SnapshotDir,
+        watch_history: impl Into<HistoryLimits>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self> {
         let (data, current) = match snapshots.load()? {
             Some((meta, bytes)) => {
                 let image: SnapshotImage = decode(&bytes).map_err(|e| crate::error::Error::CorruptSnapshot {
@@ -88,7 +92,7 @@ impl StateMachineStore {
             }
             None => (StateMachineData::default(), None),
         };
-        let hub = WatchHub::new(data.keyspace.revision(), watch_history);
+        let hub = WatchHub::new(data.keyspace.revision(), watch_history.into());
         let durable = DurableSnapshot::new(data.last_applied.map_or(0, |l| l.index));
         Ok(Self {
             shared: Arc::new(Shared {

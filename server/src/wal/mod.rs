@@ -382,6 +382,23 @@ impl Wal {
         Ok(out)
     }
 
+    /// How many of the entries from `start` on (below `end_exclusive`) fit in `max_bytes` of record data — at
+    /// least one if any is present — read from the in-memory index, without touching the files. Lets callers
+    /// bound a read by bytes before reading (replication, the debug log view).
+    pub fn entries_within(&self, start: u64, end_exclusive: u64, max_bytes: usize) -> u64 {
+        let inner = self.core().lock();
+        let mut total = 0usize;
+        let mut n = 0u64;
+        for (_, loc) in inner.state.locs(start, end_exclusive) {
+            total += loc.len as usize;
+            if n > 0 && total > max_bytes {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
     /// Writes `entries` (no fsync). They are visible to [`read`](Self::read) when
     /// this returns, and `on_durable` is called from the flusher thread once they
     /// are fsynced — or with the error if that fails. If `append` itself returns

@@ -1,0 +1,139 @@
+//! Log compaction by bytes: snapshots triggered when the WAL grew by `--snapshot-wal-bytes`.
+//!
+//! openraft triggers snapshots by entry count (`--snapshot-every`) and keeps `--keep-after-snapshot` entries
+//! behind each one, but one entry can hold megabytes, so between two count-triggered snapshots the WAL could
+//! reach many gigabytes on every node at once (issue 9, item 6). This task watches the WAL's size on this node:
+//! - once it is `threshold` bytes above its smallest size since the last snapshot, it asks openraft for a
+//!   snapshot (`raft.trigger().snapshot()`), at most one request in flight;
+//! - after a snapshot, if the entries kept behind it hold more than `threshold / 4` bytes, it asks openraft to
+//!   purge up to the point where the kept entries fit that budget (`raft.trigger().purge_log`; openraft never
+//!   purges past the snapshot and waits for replication that is still reading those entries).
+//!
+//! Invariant: between snapshots the WAL grows by at most about `threshold` plus one segment plus what is written
+//! while a snapshot is being built; behind a snapshot it keeps at most `max(threshold / 4, one entry)` beyond the
+//! count-based rule's minimum. With `threshold == 0` the task does nothing.
+
+use std::time::{Duration, Instant};
+
+use super::Raft;
+use crate::wal::Wal;
+
+/// How often the WAL size is looked at (a lock and a sum over segment lengths).
+const POLL: Duration = Duration::from_millis(200);
+/// A requested snapshot that has not appeared after this long is requested again.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Spawns the task for one node; it ends when `stopping` turns true.
+pub fn spawn(raft: Raft, wal: Wal, threshold: u64, mut stopping: tokio::sync::watch::Receiver<bool>) {
+    if threshold == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut policy = Policy::new(threshold);
+        let mut tick = tokio::time::interval(POLL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+            let snapshot = raft.metrics().borrow().snapshot.map(|l| l.index);
+            let first = wal.first_index();
+            let kept = |from: u64, upto: u64| wal.entries_within(from, upto + 1, usize::MAX);
+            match policy.observe(wal.stats().bytes, snapshot, Instant::now()) {
+                Action::Snapshot => {
+                    tracing::info!(wal_bytes = wal.stats().bytes, threshold, "WAL grew past --snapshot-wal-bytes");
+                    if raft.trigger().snapshot().await.is_err() {
+                        return;
+                    }
+                }
+                Action::Purge(snap) => {
+                    let Some(first) = first else { continue };
+                    let budget = (threshold / 4) as usize;
+                    let fits = |from: u64| wal.entries_within(from, snap + 1, budget) >= snap + 1 - from;
+                    if first > snap || kept(first, snap) == 0 || fits(first) {
+                        continue;
+                    }
+                    let (mut lo, mut hi) = (first, snap);
+                    while lo < hi {
+                        let mid = lo + (hi - lo) / 2;
+                        if fits(mid) {
+                            hi = mid;
+                        } else {
+                            lo = mid + 1;
+                        }
+                    }
+                    tracing::info!(upto = lo - 1, snapshot = snap, "purging log entries kept behind the snapshot");
+                    if raft.trigger().purge_log(lo - 1).await.is_err() {
+                        return;
+                    }
+                }
+                Action::Nothing => {}
+            }
+        }
+    });
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Action {
+    Nothing,
+    Snapshot,
+    /// A new snapshot at this index: bound what is kept behind it.
+    Purge(u64),
+}
+
+/// The decision, separate from the I/O so it can be tested.
+struct Policy {
+    threshold: u64,
+    /// The smallest WAL size seen since the last snapshot (it drops when a purge deletes segments).
+    base: Option<u64>,
+    snapshot: Option<u64>,
+    requested: Option<Instant>,
+}
+
+impl Policy {
+    fn new(threshold: u64) -> Self {
+        Self { threshold, base: None, snapshot: None, requested: None }
+    }
+
+    fn observe(&mut self, bytes: u64, snapshot: Option<u64>, now: Instant) -> Action {
+        let mut action = Action::Nothing;
+        if snapshot != self.snapshot {
+            let first_look = self.base.is_none();
+            self.snapshot = snapshot;
+            self.base = Some(bytes);
+            self.requested = None;
+            if let (false, Some(s)) = (first_look, snapshot) {
+                action = Action::Purge(s);
+            }
+        }
+        let base = self.base.get_or_insert(bytes);
+        *base = (*base).min(bytes);
+        let waiting = self.requested.is_some_and(|t| now.duration_since(t) < RETRY_AFTER);
+        if action == Action::Nothing && !waiting && bytes >= *base + self.threshold {
+            self.requested = Some(now);
+            action = Action::Snapshot;
+        }
+        action
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_on_growth_once_and_purges_after_each_snapshot() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(100);
+        assert_eq!(p.observe(50, None, t0), Action::Nothing, "the first look sets the base");
+        assert_eq!(p.observe(149, None, t0), Action::Nothing);
+        assert_eq!(p.observe(150, None, t0), Action::Snapshot);
+        assert_eq!(p.observe(400, None, t0), Action::Nothing, "one request at a time");
+        assert_eq!(p.observe(400, None, t0 + RETRY_AFTER), Action::Snapshot, "asked again when none came");
+        assert_eq!(p.observe(410, Some(7), t0), Action::Purge(7));
+        // The purge shrank the WAL: growth is measured from the smallest size since the snapshot.
+        assert_eq!(p.observe(60, Some(7), t0), Action::Nothing);
+        assert_eq!(p.observe(159, Some(7), t0), Action::Nothing);
+        assert_eq!(p.observe(160, Some(7), t0), Action::Snapshot);
+    }
+}
