@@ -49,10 +49,10 @@ let
     "peer-key.pem" = cfg.peerKeyFile;
     "peer-ca.pem" = cfg.peerTrustedCaFile;
   };
-  tlsFileOption = what: mkOption {
+  tlsFileOption = file: what: mkOption {
     type = types.nullOr types.str;
     default = null;
-    example = "/run/secrets/raftkv/${what}.pem";
+    example = "/run/secrets/raftkv/${file}";
     description = ''
       ${what} (PEM), a path outside the Nix store, read by systemd as root when the service starts. raftkv
       reloads changed certificate files by itself, but here it sees systemd's copies: restart the service after
@@ -133,17 +133,17 @@ in
       '';
     };
 
-    certFile = tlsFileOption "The certificate of the client and HTTP ports (--cert-file)";
-    keyFile = tlsFileOption "The private key of certFile (--key-file)";
-    trustedCaFile = tlsFileOption "The CA of client certificates and of the other members' certFile (--trusted-ca-file)";
+    certFile = tlsFileOption "server.pem" "The certificate of the client and HTTP ports (--cert-file)";
+    keyFile = tlsFileOption "server-key.pem" "The private key of certFile (--key-file)";
+    trustedCaFile = tlsFileOption "ca.pem" "The CA of client certificates and of the other members' certFile (--trusted-ca-file)";
     clientCertAuth = mkOption {
       type = types.bool;
       default = false;
       description = "Refuse clients on the client port without a certificate signed by `trustedCaFile` (--client-cert-auth).";
     };
-    peerCertFile = tlsFileOption "The certificate of the peer port (--peer-cert-file); peers then use mutual TLS";
-    peerKeyFile = tlsFileOption "The private key of peerCertFile (--peer-key-file)";
-    peerTrustedCaFile = tlsFileOption "The CA of every member's peer certificate (--peer-trusted-ca-file)";
+    peerCertFile = tlsFileOption "peer.pem" "The certificate of the peer port (--peer-cert-file); peers then use mutual TLS";
+    peerKeyFile = tlsFileOption "peer-key.pem" "The private key of peerCertFile (--peer-key-file)";
+    peerTrustedCaFile = tlsFileOption "peer-ca.pem" "The CA of every member's peer certificate (--peer-trusted-ca-file)";
 
     httpAddress = mkOption {
       type = types.str;

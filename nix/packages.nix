@@ -151,9 +151,11 @@ let
       Cmd = [ "serve" ];
       WorkingDir = "/data";
       Env = [
-        "RAFTKV_DATA_DIR=/data"
+        # A sub-directory of the volume, so a filesystem's lost+found at its root does no harm.
+        "RAFTKV_DATA_DIR=/data/raftkv"
         "RAFTKV_LISTEN=0.0.0.0:7001"
         "RAFTKV_HTTP=0.0.0.0:7101"
+        "RAFTKV_LISTEN_PEER=0.0.0.0:7201"
         "RAFTKV_WEB_DIR=/share/raftkv/web"
         "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt"
         "TMPDIR=/tmp"
@@ -162,6 +164,7 @@ let
       ExposedPorts = {
         "7001/tcp" = { };
         "7101/tcp" = { };
+        "7201/tcp" = { };
       };
       Volumes = { "/data" = { }; };
       Labels = {

@@ -34,6 +34,7 @@ with subtest(f"node{leader} boots again and catches up"):
     NODES[leader].start()
     NODES[leader].wait_for_unit("raftkv.service")
     NODES[leader].wait_for_open_port(PORT)
+    NODES[leader].wait_for_open_port(PEER_PORT)
     wait_for_values(leader, {**before, **after})
     now = wait_for_leader(list(NODES))
     assert now in survivors, f"the restarted node{leader} leads again (leader: node{now})"

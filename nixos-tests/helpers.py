@@ -1,6 +1,7 @@
 # Helpers shared by the raftkv VM tests. The test's .nix file puts this file in front of the test's own script, and
 # the NixOS test driver runs the result with its globals: start_all, subtest and the machines node1, node2, node3.
-# Every node serves gRPC on port 7001; the `raftkv` CLI is installed on every VM.
+# Every node serves clients (gRPC) on port 7001 and its peers (Raft) on port 7201; the `raftkv` CLI is installed on
+# every VM.
 
 import json
 import time
@@ -8,6 +9,7 @@ from typing import Any
 
 NODES: dict[int, Any] = {1: node1, 2: node2, 3: node3}
 PORT = 7001
+PEER_PORT = 7201
 
 
 def endpoint(node_id: int) -> str:
@@ -85,4 +87,5 @@ def start_cluster() -> int:
     for node in NODES.values():
         node.wait_for_unit("raftkv.service")
         node.wait_for_open_port(PORT)
+        node.wait_for_open_port(PEER_PORT)
     return wait_for_leader(list(NODES))

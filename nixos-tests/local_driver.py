@@ -2,7 +2,7 @@
 `raftkv serve` processes, to check the scripts themselves (their CLI calls, their parsing of its JSON, their
 steps) where the NixOS test driver cannot run. The VMs' stand-ins:
 
-  machine nodeN     a `raftkv serve` process on 127.0.0.(N+1), port 7001 (gRPC) and 7101 (HTTP)
+  machine nodeN     a `raftkv serve` process on 127.0.0.(N+1): port 7001 (client gRPC), 7101 (HTTP), 7201 (peer)
   execute(cmd)      the command run here by bash, with `nodeN:` and `localhost:` rewritten to that address
   crash() / start() kill -9 / start the process again (same data directory)
   block()/unblock() the nodes' fault-injection hook, both directions (as server/tests/vm_mirror.rs does)
@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-GRPC_PORT, HTTP_PORT = 7001, 7101
+GRPC_PORT, HTTP_PORT, PEER_PORT = 7001, 7101, 7201
 DEADLINE = 300  # seconds for a whole test; every wait in the scripts has its own, shorter timeout
 
 
@@ -48,11 +48,12 @@ class Machine:
     def start(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             return
-        cluster = ",".join(f"{i}={addr(i)}:{GRPC_PORT}" for i in self.all_ids)
+        # As nodes.nix: the initial cluster lists peer addresses.
+        cluster = ",".join(f"{i}={addr(i)}:{PEER_PORT}" for i in self.all_ids)
         a = addr(self.id)
         cmd = [self.binary, "serve", "--id", str(self.id), "--listen", f"{a}:{GRPC_PORT}",
-               "--http", f"{a}:{HTTP_PORT}", "--data-dir", str(self.data), "--initial-cluster", cluster,
-               "--fault-injection", "--request-timeout", "3s"]
+               "--listen-peer", f"{a}:{PEER_PORT}", "--http", f"{a}:{HTTP_PORT}", "--data-dir", str(self.data),
+               "--initial-cluster", cluster, "--fault-injection", "--request-timeout", "3s"]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
 
@@ -126,12 +127,13 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix=f"raftkv-{test}-"))
     ids = [1, 2, 3]
     for i in ids:
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no conflict
-        try:
-            s.bind((addr(i), GRPC_PORT))
-        finally:
-            s.close()
+        for port in (GRPC_PORT, HTTP_PORT, PEER_PORT):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no conflict
+            try:
+                s.bind((addr(i), port))
+            finally:
+                s.close()
     machines = {f"node{i}": Machine(i, binary, workdir, ids) for i in ids}
 
     def start_all() -> None:

@@ -1,11 +1,12 @@
 # The three VMs of the raftkv VM tests: node1, node2, node3, each running services.raftkv (the flake's module) with
-# the same initial cluster. Every VM's hostname resolves on the others.
+# the same initial cluster, by peer address (port 7201; clients use 7001). Every VM's hostname resolves on the
+# others.
 { module }:
 let
   initialCluster = {
-    "1" = "node1:7001";
-    "2" = "node2:7001";
-    "3" = "node3:7001";
+    "1" = "node1:7201";
+    "2" = "node2:7201";
+    "3" = "node3:7201";
   };
 
   node = id: { config, ... }: {

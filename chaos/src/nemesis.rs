@@ -10,7 +10,7 @@ use std::{
 };
 
 use clap::ValueEnum;
-use raftkv::{client::Client, local_cluster::LocalCluster};
+use raftkv::local_cluster::LocalCluster;
 use rand::{rngs::StdRng, Rng};
 
 use crate::{record::Recorder, workload::Incarnations};
