@@ -18,7 +18,10 @@
 //!   a newer snapshot was installed from the leader is dropped, not written over it;
 //! - the WAL is never purged past the durable snapshot while a snapshot from the leader is being installed
 //!   ([`DurableSnapshot`]): openraft issues the purge without waiting for the install, and a crash in between
-//!   would otherwise leave a log that starts after the last snapshot on disk.
+//!   would otherwise leave a log that starts after the last snapshot on disk;
+//! - a snapshot install that FAILED (save error such as ENOSPC or EIO, or a bad snapshot) keeps the gate closed
+//!   for good: a purge past the durable snapshot then fails instead of proceeding (Raft is going down with the
+//!   install's error anyway), so a restart finds a log that still continues the snapshot on disk.
 
 use std::{
     fs,
@@ -139,6 +142,8 @@ struct GateState {
     durable: u64,
     /// A snapshot from the leader is being received or installed.
     receiving: bool,
+    /// An install failed: never purge past `durable` again in this process.
+    failed: bool,
 }
 
 /// Shared by the state machine (which makes snapshots durable) and the log store (which must not purge past them
@@ -150,7 +155,7 @@ pub struct DurableSnapshot {
 
 impl DurableSnapshot {
     pub fn new(durable_index: u64) -> Self {
-        let (tx, _) = watch::channel(GateState { durable: durable_index, receiving: false });
+        let (tx, _) = watch::channel(GateState { durable: durable_index, receiving: false, failed: false });
         Self { tx: Arc::new(tx) }
     }
 
@@ -163,13 +168,31 @@ impl DurableSnapshot {
         self.tx.send_modify(|s| s.receiving = receiving);
     }
 
+    /// A snapshot install failed: the gate stays closed above the durable snapshot.
+    pub fn set_failed(&self) {
+        self.tx.send_modify(|s| s.failed = true);
+    }
+
     pub fn durable_index(&self) -> u64 {
         self.tx.borrow().durable
     }
 
-    /// Waits, while a snapshot install is under way, until a snapshot covering `index` is on disk.
-    pub async fn wait_covers(&self, index: u64) {
+    /// Waits, while a snapshot install is under way, until a snapshot covering `index` is on disk. Fails, without
+    /// waiting, if an install failed and the snapshot on disk does not cover `index`: purging that far would leave
+    /// a log that starts after the last durable snapshot.
+    pub async fn wait_covers(&self, index: u64) -> std::result::Result<(), String> {
         let mut rx = self.tx.subscribe();
-        let _ = rx.wait_for(|s| !s.receiving || s.durable >= index).await;
+        let state = match rx.wait_for(|s| s.failed || !s.receiving || s.durable >= index).await {
+            Ok(s) => *s,
+            Err(_) => *self.tx.borrow(),
+        };
+        if state.durable >= index || !state.failed {
+            return Ok(());
+        }
+        Err(format!(
+            "not purging the log up to {index}: a snapshot install failed and the snapshot on disk covers only up \
+             to {}",
+            state.durable
+        ))
     }
 }

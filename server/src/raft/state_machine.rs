@@ -309,6 +309,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let res = self.install(meta, snapshot.into_inner()).await;
+        if let Err(e) = &res {
+            // Keep the purge gate closed: openraft has already queued a purge up to this snapshot.
+            tracing::error!(snapshot = %meta.snapshot_id, "snapshot install failed: {e}");
+            self.shared.durable.set_failed();
+        }
         self.shared.durable.set_receiving(false);
         res
     }
@@ -318,5 +323,64 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             snapshot: Box::new(Cursor::new(bytes.as_ref().clone())),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use openraft::storage::RaftLogStorage;
+
+    use super::*;
+    use crate::{keyspace::KeySpaceImage, raft::log_store::LogStore, wal::Wal};
+
+    fn log_id(index: u64) -> LogId {
+        openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index)
+    }
+
+    /// A follower with log 1..=10 and no snapshot receives a snapshot up to 8 whose install fails. openraft has
+    /// already queued a purge up to 8: it must fail rather than remove entries the snapshot on disk does not
+    /// cover (item 9 / review finding 8).
+    #[tokio::test]
+    async fn failed_snapshot_install_keeps_the_purge_gate_closed() {
+        for case in ["save fails (snapshot directory gone, as on EIO)", "snapshot bytes are garbage"] {
+            let tmp = tempfile::tempdir().unwrap();
+            let (wal, _) = Wal::open(crate::wal::WalOptions::new(tmp.path().join("wal"))).unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            wal.append((1..=10).map(|i| (i, vec![i as u8])).collect(), Box::new(move |r| tx.send(r).unwrap())).unwrap();
+            rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+            let snap_dir = tmp.path().join("snapshots");
+            let mut sm =
+                StateMachineStore::open(SnapshotDir::open(&snap_dir).unwrap(), 100, Arc::new(Metrics::new())).unwrap();
+            let mut log = LogStore::new(wal.clone(), sm.durable_snapshot());
+
+            let meta = SnapshotMeta {
+                last_log_id: Some(log_id(8)),
+                last_membership: StoredMembership::default(),
+                snapshot_id: "1-8-0".into(),
+            };
+            let image = SnapshotImage {
+                last_applied: Some(log_id(8)),
+                membership: StoredMembership::default(),
+                keyspace: KeySpaceImage { revision: 0, entries: vec![] },
+            };
+            let bytes = if case.starts_with("save fails") {
+                std::fs::remove_dir_all(&snap_dir).unwrap();
+                encode(&image)
+            } else {
+                vec![0xff; 7]
+            };
+            let _ = sm.begin_receiving_snapshot().await.unwrap();
+            let res = sm.install_snapshot(&meta, Box::new(Cursor::new(bytes))).await;
+            assert!(res.is_err(), "{case}: the install must fail");
+
+            let purge = tokio::time::timeout(Duration::from_secs(5), log.purge(log_id(8))).await;
+            let purge = purge.unwrap_or_else(|_| panic!("{case}: purge must fail, not hang"));
+            let err = purge.expect_err(&format!("{case}: purging past the durable snapshot must fail"));
+            assert!(err.to_string().contains("snapshot install failed"), "{case}: {err}");
+            assert_eq!(wal.purged(), None, "{case}: nothing may be purged");
+            assert_eq!((wal.first_index(), wal.last_index()), (Some(1), Some(10)), "{case}: the log is intact");
+        }
     }
 }
