@@ -80,7 +80,8 @@ fn openraft_config(config: &NodeConfig) -> Result<openraft::Config> {
     c.validate().map_err(|e| Error::Config(format!("raft settings: {e}")))
 }
 
-/// Runs a node until `shutdown` resolves. Returns an error if start-up fails (bad data dir, corrupt WAL, ...).
+/// Runs a node until `shutdown` resolves. Returns an error if start-up fails (bad data dir, corrupt WAL, ...), or
+/// [`Error::Fatal`] once the node stopped because it can no longer serve (see [`crate::failstop`]).
 pub async fn run(
     config: NodeConfig,
     listeners: Listeners,
@@ -100,6 +101,8 @@ pub async fn run(
     if config.fault_injection {
         wal_opts.synced_marker = Some(data_dir.path().join("wal-synced-marker"));
     }
+    let failstop = crate::failstop::FailStop::new(); // fail-stop: a poisoned WAL stops the node
+    wal_opts.on_poison = Some(failstop.poison_hook());
     let (wal, report) = Wal::open(wal_opts)?;
     if let Some(torn) = &report.torn_tail {
         tracing::warn!(?torn, "WAL had a torn tail (a write cut short by a crash); it was cut off");
@@ -108,6 +111,7 @@ pub async fn run(
     let state_machine =
         StateMachineStore::open(SnapshotDir::open(data_dir.snapshot_dir())?, config.watch_history, metrics.clone())?;
     let log_store = LogStore::new(wal.clone(), state_machine.durable_snapshot());
+    state_machine.quota().set_limit(config.quota_backend_bytes); // --quota-backend-bytes
 
     if data_dir.cluster_id() == 0 && !config.initial_cluster.is_empty() {
         data_dir.set_cluster_id(config.bootstrap_cluster_id())?;
@@ -242,7 +246,7 @@ pub async fn run(
     }
 
     tracing::info!(id = config.id, listen = %config.listen, advertise = %config.advertise, http = ?config.http, "raftkv node serving");
-    shutdown.await;
+    let fatal = failstop.until_shutdown_or_fatal(shutdown, &raft, &wal).await; // fail-stop
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     // Give in-flight RPCs a moment; then stop Raft, so no write is acknowledged after its storage is closed.
@@ -253,9 +257,7 @@ pub async fn run(
     if let Err(e) = raft.shutdown().await {
         tracing::warn!("raft shutdown: {e}");
     }
-    wal.sync()?;
-    tracing::info!("stopped cleanly");
-    Ok(())
+    crate::failstop::FailStop::finish(fatal, &wal) // fail-stop: Err after a fatal cause
 }
 
 fn cors_layer(origins: &[String]) -> CorsLayer {

@@ -182,6 +182,9 @@ impl ApiContext {
             election_timeout_min_ms: config.election_timeout_min,
             election_timeout_max_ms: config.election_timeout_max,
             peers,
+            alarms: self.state_machine.alarms(),
+            db_size: self.state_machine.size_bytes(),
+            quota_backend_bytes: self.state_machine.quota().limit(),
         }
     }
 

@@ -55,6 +55,7 @@ struct Shared {
     seq: AtomicU64,
     metrics: Arc<Metrics>,
     durable: DurableSnapshot,
+    quota: crate::quota::Quota,
 }
 
 /// Cheap to clone; every clone is the same state machine.
@@ -99,6 +100,7 @@ impl StateMachineStore {
                 seq: AtomicU64::new(0),
                 metrics,
                 durable,
+                quota: Default::default(),
             }),
         })
     }
@@ -112,6 +114,26 @@ impl StateMachineStore {
     pub fn applied(&self) -> (Option<LogId>, i64, usize) {
         let d = self.shared.data.read();
         (d.last_applied, d.keyspace.revision(), d.keyspace.len())
+    }
+
+    /// The storage quota (`--quota-backend-bytes`) and its alarm.
+    pub fn quota(&self) -> &crate::quota::Quota {
+        &self.shared.quota
+    }
+
+    /// The key space's size as the quota counts it.
+    pub fn size_bytes(&self) -> u64 {
+        self.shared.data.read().keyspace.size_bytes()
+    }
+
+    /// Refuses a write that adds data once the key space is at its quota (see [`crate::quota`]).
+    pub fn check_quota(&self, cmd: &Command) -> Result<()> {
+        self.shared.quota.check(self.size_bytes(), cmd)
+    }
+
+    /// The active alarms (etcd's names): `NOSPACE` when over the quota.
+    pub fn alarms(&self) -> Vec<String> {
+        self.shared.quota.alarms(self.size_bytes())
     }
 
     pub fn membership(&self) -> StoredMembership {

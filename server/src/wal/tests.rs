@@ -52,8 +52,11 @@ fn segment_paths(dir: &Path) -> Vec<PathBuf> {
     segment::list(dir).unwrap().into_iter().map(|(_, p)| p).collect()
 }
 
-/// (offset, frame length, record kind, entry index) of each record in a file.
-fn records_in(path: &Path) -> Vec<(u64, usize, &'static str, Option<u64>)> {
+/// (offset, frame length, record kind, entry index) of one record in a file.
+type RecordInfo = (u64, usize, &'static str, Option<u64>);
+
+/// Every record in a file.
+fn records_in(path: &Path) -> Vec<RecordInfo> {
     let buf = fs::read(path).unwrap();
     let mut scanner = Scanner::new(&buf);
     let mut out = Vec::new();
@@ -857,7 +860,7 @@ fn big_entries(range: std::ops::RangeInclusive<u64>) -> Vec<(u64, Vec<u8>)> {
 /// A log whose last batch (entries 5..=8) was written but whose fsync never completed: entries 1..=4 were
 /// acknowledged (fsynced, and their sync mark follows them), entries 5..=8 are the unsynced tail. Returns the
 /// segment path and the offsets of every record in it.
-fn log_with_unsynced_tail(dir: &Path, segment_bytes: u64) -> (PathBuf, Vec<(u64, usize, &'static str, Option<u64>)>) {
+fn log_with_unsynced_tail(dir: &Path, segment_bytes: u64) -> (PathBuf, Vec<RecordInfo>) {
     let (wal, _) = open_small(dir, segment_bytes);
     append_durable(&wal, big_entries(1..=4));
     append_durable(&wal, big_entries(5..=8));
