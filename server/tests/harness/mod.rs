@@ -80,6 +80,16 @@ impl TestCluster {
 
     /// Starts `n` nodes, passing `extra` to every `raftkv serve`.
     pub fn start_with(n: u64, extra: &[&str]) -> Self {
+        let mut c = Self::prepare(n, extra);
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
+    /// Like [`start_with`](Self::start_with) but starts nothing: the test may prepare data directories (e.g.
+    /// mount something there) and then `spawn` each node.
+    pub fn prepare(n: u64, extra: &[&str]) -> Self {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::Builder::new().prefix("raftkv-test-").tempdir().unwrap();
         let mut nodes = BTreeMap::new();
@@ -87,17 +97,13 @@ impl TestCluster {
             nodes.insert(id, Self::new_node(dir.path(), id, vec![]));
         }
         let initial_cluster = nodes.values().map(|n| format!("{}={}", n.id, n.addr)).collect::<Vec<_>>().join(",");
-        let mut c = TestCluster {
+        TestCluster {
             dir,
             nodes,
             initial_cluster,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             _serial: serial,
-        };
-        for id in 1..=n {
-            c.spawn(id);
         }
-        c
     }
 
     fn new_node(dir: &Path, id: u64, bootstrap: Vec<String>) -> TestNode {
