@@ -106,10 +106,19 @@ pub fn fatal_reason(raft: &Raft, wal: &Wal) -> Option<String> {
 
 /// Whether this node can serve what it claims right now; the error says why not.
 pub fn readiness(ctx: &ApiContext, s: &raftkv_proto::StatusResponse) -> std::result::Result<(), String> {
-    if let Some(reason) = fatal_reason(&ctx.raft, ctx.log_store.wal()) {
+    readiness_of(fatal_reason(&ctx.raft, ctx.log_store.wal()), *ctx.stopping.borrow(), s)
+}
+
+/// [`readiness`] from its inputs: the fatal cause if any, whether the node is shutting down, and its status.
+pub fn readiness_of(
+    fatal: Option<String>,
+    stopping: bool,
+    s: &raftkv_proto::StatusResponse,
+) -> std::result::Result<(), String> {
+    if let Some(reason) = fatal {
         return Err(format!("fatal: {reason}"));
     }
-    if *ctx.stopping.borrow() {
+    if stopping {
         return Err("shutting down".into());
     }
     // Generous, so a loaded machine does not flap: several election timeouts without contact.
@@ -132,4 +141,45 @@ pub fn readiness(ctx: &ApiContext, s: &raftkv_proto::StatusResponse) -> std::res
         return Err(format!("applying: applied {} < committed {}", s.applied_index, s.commit_index));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use raftkv_proto::{Role, StatusResponse};
+
+    use super::*;
+
+    fn follower() -> StatusResponse {
+        StatusResponse {
+            id: 2,
+            role: Role::Follower as i32,
+            leader_id: 1,
+            commit_index: 10,
+            applied_index: 10,
+            has_leader_contact: true,
+            millis_since_leader_contact: 50,
+            election_timeout_max_ms: 500,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ready_only_when_it_can_serve_what_it_claims() {
+        assert_eq!(readiness_of(None, false, &follower()), Ok(()));
+        let why = |fatal: Option<&str>, stopping: bool, s: StatusResponse| {
+            readiness_of(fatal.map(String::from), stopping, &s).unwrap_err()
+        };
+        assert!(why(Some("WAL poisoned: ENOSPC"), false, follower()).starts_with("fatal: WAL poisoned"));
+        assert_eq!(why(None, true, follower()), "shutting down");
+        assert_eq!(why(None, false, StatusResponse { leader_id: 0, ..follower() }), "no leader");
+        assert!(why(None, false, StatusResponse { applied_index: 9, ..follower() }).starts_with("applying"));
+        let cut_off = StatusResponse { millis_since_leader_contact: 2001, ..follower() };
+        assert!(why(None, false, cut_off).starts_with("no contact with leader 1"));
+        let leader = StatusResponse { id: 1, role: Role::Leader as i32, millis_since_quorum_ack: 30, ..follower() };
+        assert_eq!(readiness_of(None, false, &leader), Ok(()));
+        let lonely = StatusResponse { millis_since_quorum_ack: 2001, ..leader.clone() };
+        assert!(why(None, false, lonely).starts_with("leader without a quorum"));
+        let stale = StatusResponse { role: Role::Follower as i32, ..leader };
+        assert_eq!(why(None, false, stale), "named leader but not leading");
+    }
 }
