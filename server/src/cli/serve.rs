@@ -1,4 +1,8 @@
 //! `raftkv serve`: run one node. Every flag can also come from a `RAFTKV_*` environment variable.
+//!
+//! Exit status: 0 after a clean shutdown (SIGTERM, Ctrl-C); non-zero if start-up fails or if the node stops for a
+//! fatal reason (a storage error such as a full disk, a poisoned WAL, Raft stopped; see `raftkv::failstop`), so
+//! that a supervisor restarts it.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
