@@ -206,6 +206,8 @@ struct Core {
     on_fsync: Option<FsyncHook>,
     synced_marker: Option<PathBuf>,
     on_poison: Option<PoisonHook>,
+    /// Set with `Inner::poisoned`, readable without the lock (health checks must not wait behind an fsync).
+    is_poisoned: std::sync::atomic::AtomicBool,
     inner: Mutex<Inner>,
     /// Signalled when there is something for the flusher to do.
     wake_flusher: Condvar,
@@ -303,6 +305,7 @@ impl Wal {
             on_fsync: opts.on_fsync,
             synced_marker: opts.synced_marker,
             on_poison: opts.on_poison,
+            is_poisoned: std::sync::atomic::AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 state: recovered.state,
                 segments: recovered.segments.into(),
@@ -541,7 +544,11 @@ impl Wal {
     }
 
     /// Why the WAL is poisoned, if it is: it then refuses every write until the process restarts.
+    /// Cheap when it is not poisoned: no lock is taken.
     pub fn poisoned(&self) -> Option<String> {
+        if !self.core().is_poisoned.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
         self.core().lock().poisoned.as_ref().map(|(_, reason)| reason.clone())
     }
 
@@ -676,6 +683,7 @@ impl Core {
                 _ => io::ErrorKind::Other,
             };
             inner.poisoned = Some((kind, err.to_string()));
+            self.is_poisoned.store(true, std::sync::atomic::Ordering::SeqCst);
             if let Some(hook) = &self.on_poison {
                 if catch_unwind(AssertUnwindSafe(|| hook(&err.to_string()))).is_err() {
                     tracing::error!("WAL on_poison hook panicked");
