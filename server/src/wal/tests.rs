@@ -944,16 +944,17 @@ fn damage_before_the_synced_point_is_refused() {
         let records = records_in(&path);
         (tmp, path, records)
     };
-    for (what, victim, byte) in [
-        ("zeroed page mid-log", 3u64, 0u8),
-        ("garbage mid-log", 6, 0x5a),
-        // The last acknowledged entry rotted; only its sync mark follows it. Without marks this looked
-        // like a torn write and the entry was silently cut.
-        ("zeroed last entry", 8, 0),
+    for (what, victim, byte, to_end) in [
+        ("zeroed page mid-log", 3u64, 0u8, false),
+        ("garbage mid-log", 6, 0x5a, false),
+        // The last acknowledged entry rotted to zeros up to its end: without sync marks only zeros followed it,
+        // which looked like a torn write, and the acknowledged entry was silently cut.
+        ("last entry zeroed to its end", 8, 0, true),
     ] {
         let (tmp, path, records) = setup();
         let target = *records.iter().find(|r| r.3 == Some(victim)).unwrap();
-        damage(&path, target.0 + 20, 2000, byte);
+        let len = if to_end { target.1 - 20 } else { 2000 };
+        damage(&path, target.0 + 20, len, byte);
         let before = fs::read(&path).unwrap();
         let (bad, offset, msg) = expect_corrupt(tmp.path());
         assert_eq!((bad, offset), (path.clone(), target.0), "{what}: {msg}");
