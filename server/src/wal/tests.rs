@@ -987,3 +987,61 @@ fn clean_close_leaves_the_last_sync_mark_synced() {
     assert_eq!(kinds, ["checkpoint", "entry", "entry", "entry", "sync mark"]);
     assert!(fsyncs >= 1);
 }
+
+/// A full disk poisons the WAL: the hook fires once with the cause, `poisoned()` reports it, every later write
+/// fails, and after space is freed a reopen recovers everything that was acknowledged. Needs a tmpfs (root);
+/// skipped with a message otherwise.
+#[test]
+fn full_disk_poisons_once_and_reopen_recovers_the_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("small");
+    fs::create_dir_all(&dir).unwrap();
+    let mounted =
+        std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"]).arg(&dir).output();
+    match mounted {
+        Ok(o) if o.status.success() => {}
+        other => {
+            eprintln!("SKIPPED: cannot mount a tmpfs ({other:?}); run as root");
+            return;
+        }
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&dir);
+
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let hook: PoisonHook = {
+        let calls = Arc::clone(&calls);
+        Arc::new(move |reason: &str| calls.lock().unwrap().push(reason.to_string()))
+    };
+    let (wal, _) = open_opts(WalOptions { on_poison: Some(hook), ..WalOptions::new(&dir) });
+    let mut acked = 0;
+    let failure = loop {
+        let (tx, rx) = mpsc::channel();
+        let i = acked + 1;
+        if let Err(e) = wal.append(big_entries(i..=i), Box::new(move |r| tx.send(r).unwrap())) {
+            break e.to_string();
+        }
+        match rx.recv_timeout(TIMEOUT).unwrap() {
+            Ok(()) => acked = i,
+            Err(e) => break e.to_string(),
+        }
+        assert!(acked < 1000, "256 KiB never filled up");
+    };
+    assert!(failure.contains("No space left on device"), "{failure}");
+    assert!(wal.poisoned().is_some_and(|r| r.contains("No space left")), "{:?}", wal.poisoned());
+    assert!(matches!(wal.save_vote(b"v"), Err(WalError::Poisoned { .. })));
+    assert_eq!(calls.lock().unwrap().len(), 1, "the hook fires once: {:?}", calls.lock().unwrap());
+    drop(wal);
+
+    let out = std::process::Command::new("mount").args(["-o", "remount,size=4m"]).arg(&dir).output().unwrap();
+    assert!(out.status.success());
+    let (wal, _) = open(&dir);
+    let got = read_all(&wal);
+    assert!(got.len() as u64 >= acked, "{} entries recovered, {acked} acknowledged", got.len());
+    assert_eq!(got[..acked as usize], big_entries(1..=acked)[..], "every acknowledged entry is intact");
+}
