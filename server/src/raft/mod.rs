@@ -12,9 +12,8 @@ pub mod log_store;
 pub mod network;
 pub mod proposer;
 pub mod snapshot;
+pub mod snapshot_data;
 pub mod state_machine;
-
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
@@ -44,7 +43,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = Node,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = snapshot_data::SnapshotBytes,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -15,7 +15,6 @@
 #![allow(clippy::result_large_err)]
 
 use std::{
-    io::Cursor,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -29,6 +28,7 @@ use parking_lot::{Mutex, RwLock};
 use super::{
     decode, encode,
     snapshot::{DurableSnapshot, SnapshotDir, SnapshotImage},
+    snapshot_data::SnapshotBytes,
     Command, CommandResponse, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 use crate::{
@@ -202,7 +202,7 @@ fn from_image(image: SnapshotImage) -> Result<StateMachineData, String> {
 
 impl StateMachineStore {
     /// Replaces the state machine with a snapshot received from the leader, after making it durable.
-    async fn install(&self, meta: &SnapshotMeta, bytes: Vec<u8>) -> Result<(), StorageError> {
+    async fn install(&self, meta: &SnapshotMeta, bytes: Arc<Vec<u8>>) -> Result<(), StorageError> {
         let bad = |e: String| -> StorageError {
             openraft::StorageIOError::read_snapshot(Some(meta.signature()), openraft::AnyError::error(e)).into()
         };
@@ -229,7 +229,7 @@ impl StateMachineStore {
         let revision = data.keyspace.revision();
         *self.shared.data.write() = data;
         self.shared.hub.reset(revision);
-        self.set_current(meta, Arc::new(bytes));
+        self.set_current(meta, bytes);
         tracing::info!(snapshot = %meta.snapshot_id, revision, "installed snapshot from leader");
         Ok(())
     }
@@ -270,7 +270,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         } else {
             tracing::info!(snapshot = %meta.snapshot_id, "dropped a snapshot build overtaken by a newer snapshot");
         }
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes.as_ref().clone())) })
+        Ok(Snapshot { meta, snapshot: Box::new(SnapshotBytes::shared(bytes)) })
     }
 }
 
@@ -320,17 +320,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotBytes>, StorageError> {
         self.shared.durable.set_receiving(true);
-        Ok(Box::new(Cursor::new(Vec::new())))
+        Ok(Box::new(SnapshotBytes::empty()))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotBytes>,
     ) -> Result<(), StorageError> {
-        let res = self.install(meta, snapshot.into_inner()).await;
+        let res = self.install(meta, snapshot.into_shared()).await;
         if let Err(e) = &res {
             // Keep the purge gate closed: openraft has already queued a purge up to this snapshot.
             tracing::error!(snapshot = %meta.snapshot_id, "snapshot install failed: {e}");
@@ -343,7 +343,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         Ok(self.shared.current.lock().as_ref().map(|(meta, bytes)| Snapshot {
             meta: meta.clone(),
-            snapshot: Box::new(Cursor::new(bytes.as_ref().clone())),
+            // Shared, not copied: every send reads the one resident copy.
+            snapshot: Box::new(SnapshotBytes::shared(bytes.clone())),
         }))
     }
 }
@@ -394,7 +395,7 @@ mod tests {
                 vec![0xff; 7]
             };
             let _ = sm.begin_receiving_snapshot().await.unwrap();
-            let res = sm.install_snapshot(&meta, Box::new(Cursor::new(bytes))).await;
+            let res = sm.install_snapshot(&meta, Box::new(SnapshotBytes::shared(Arc::new(bytes)))).await;
             assert!(res.is_err(), "{case}: the install must fail");
 
             let purge = tokio::time::timeout(Duration::from_secs(5), log.purge(log_id(8))).await;
