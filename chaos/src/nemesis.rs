@@ -1,6 +1,8 @@
 //! Faults injected while the clients run, each on a schedule: kill -9 the leader or a follower, pause the leader
 //! (SIGSTOP/SIGCONT), partition the leader from its peers, restart the whole cluster, and kill a node while also
-//! throwing away the part of its WAL that was not yet fsynced (what a power cut does to the page cache).
+//! throwing away the part of its WAL that was not yet fsynced (what a power cut does to the page cache): either
+//! all of it, or — since the page cache is written back in no particular order — random pages of it (holes),
+//! keeping the rest.
 
 use std::{
     fs,
@@ -67,8 +69,10 @@ fn restart(cluster: &mut LocalCluster, inc: &Incarnations, id: u64) -> anyhow::R
     Ok(())
 }
 
-/// Cuts the tail of node `id`'s newest WAL segment that its last fsync did not cover. Returns bytes dropped.
-fn drop_unsynced_tail(data_dir: &Path) -> anyhow::Result<u64> {
+/// Loses the tail of node `id`'s newest WAL segment that its last fsync did not cover: cuts it off, or (half the
+/// time) zeroes random 4 KiB pages of it and keeps the file's length, as an out-of-order write-back would.
+/// Returns the bytes lost.
+fn drop_unsynced_tail(data_dir: &Path, rng: &mut StdRng) -> anyhow::Result<u64> {
     let marker = fs::read_to_string(data_dir.join("wal-synced-marker")).unwrap_or_default();
     let mut parts = marker.split_whitespace();
     let (Some(name), Some(offset)) = (parts.next(), parts.next().and_then(|o| o.parse::<u64>().ok())) else {
@@ -89,8 +93,31 @@ fn drop_unsynced_tail(data_dir: &Path) -> anyhow::Result<u64> {
     if len <= offset {
         return Ok(0);
     }
-    fs::OpenOptions::new().write(true).open(last)?.set_len(offset)?;
-    Ok(len - offset)
+    let file = fs::OpenOptions::new().write(true).open(last)?;
+    if rng.random_bool(0.5) {
+        file.set_len(offset)?;
+        return Ok(len - offset);
+    }
+    // Holes: page-aligned pieces of [offset, len), each lost with probability 1/2 (at least one).
+    const PAGE: u64 = 4096;
+    let mut pages = Vec::new();
+    let mut start = offset;
+    while start < len {
+        let end = ((start / PAGE + 1) * PAGE).min(len);
+        pages.push((start, end));
+        start = end;
+    }
+    let mut lost: Vec<(u64, u64)> = pages.iter().copied().filter(|_| rng.random_bool(0.5)).collect();
+    if lost.is_empty() {
+        lost.push(pages[rng.random_range(0..pages.len())]);
+    }
+    let mut dropped = 0;
+    for (from, to) in lost {
+        std::os::unix::fs::FileExt::write_all_at(&file, &vec![0; (to - from) as usize], from)?;
+        dropped += to - from;
+    }
+    file.sync_all()?;
+    Ok(dropped)
 }
 
 /// Applies one fault and heals it after `hold`.
@@ -152,7 +179,7 @@ pub async fn inject(
         Nemesis::LoseUnsyncedTail => {
             let target = pick_other(rng, None);
             cluster.kill(target);
-            let dropped = drop_unsynced_tail(&cluster.nodes[&target].data_dir)?;
+            let dropped = drop_unsynced_tail(&cluster.nodes[&target].data_dir, rng)?;
             tokio::time::sleep(hold / 2).await;
             restart(cluster, inc, target)?;
             rec.fault(

@@ -137,6 +137,10 @@ pub struct NodeConfig {
     pub web_dir: Option<PathBuf>,
     /// gRPC-Web URLs the dashboard should use to reach the nodes (empty = the members' advertised addresses).
     pub dashboard_endpoints: Vec<String>,
+    // --- storage safety (issue 9) ---
+    /// Writes that add data are refused (NOSPACE alarm) once the key space would exceed this many bytes
+    /// (0 = the default, 2 GiB; see `quota`).
+    pub quota_backend_bytes: u64,
 }
 
 impl NodeConfig {
@@ -168,6 +172,7 @@ impl NodeConfig {
             peer_secret: None,
             web_dir: None,
             dashboard_endpoints: Vec::new(),
+            quota_backend_bytes: crate::quota::DEFAULT_QUOTA_BACKEND_BYTES,
         }
     }
 

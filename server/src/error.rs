@@ -13,7 +13,9 @@
 //! | watch from a revision no longer kept | `OUT_OF_RANGE` |
 //! | unknown member id | `NOT_FOUND` |
 //! | membership change not allowed now, wrong node/cluster | `FAILED_PRECONDITION` |
+//! | key space over `--quota-backend-bytes` (NOSPACE alarm) | `RESOURCE_EXHAUSTED` |
 //! | storage / internal failures | `INTERNAL` |
+//! | node stopped for a fatal cause (fail-stop) | `UNAVAILABLE` |
 
 use std::path::{Path, PathBuf};
 
@@ -92,6 +94,14 @@ pub enum Error {
 
     #[error("internal: {0}")]
     Internal(String),
+
+    /// The key space is over `--quota-backend-bytes`; writes that add data are refused (etcd's message).
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+
+    /// The node stopped because it can no longer serve (see `failstop`); the process should be restarted.
+    #[error("fatal: {0}; the node stopped so that a supervisor restarts it")]
+    Fatal(String),
 }
 
 impl Error {
@@ -104,8 +114,8 @@ impl Error {
         use tonic::Code;
         let code = match &self {
             Error::InvalidArgument(_) | Error::TooLarge { .. } | Error::RequestTooLarge { .. } => Code::InvalidArgument,
-            Error::ResourceExhausted(_) => Code::ResourceExhausted,
-            Error::NoLeader(_) | Error::NotLeader { .. } | Error::Unavailable(_) => Code::Unavailable,
+            Error::ResourceExhausted(_) | Error::NoSpace => Code::ResourceExhausted,
+            Error::NoLeader(_) | Error::NotLeader { .. } | Error::Unavailable(_) | Error::Fatal(_) => Code::Unavailable,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::OutcomeUnknown(_) => Code::Unknown,
             Error::Compacted(_) => Code::OutOfRange,

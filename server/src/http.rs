@@ -2,8 +2,10 @@
 //! injection is enabled — `/debug/partition` to cut this node off from chosen peers. With `--web-dir` it also
 //! serves the dashboard ([`dashboard_router`]).
 //!
-//! `/healthz` is liveness (the process serves HTTP and Raft is running). `/readyz` is readiness: a leader is known
-//! and this node has applied everything up to the commit index it knows, so a serializable read here is fresh.
+//! `/healthz` is liveness: 503 once the node is fatally broken (Raft stopped, WAL poisoned; the process is then
+//! about to exit, see `failstop`). `/readyz` is readiness: 503 whenever this node cannot serve what it claims —
+//! fatal, shutting down, no leader, a leader without a quorum, a follower cut off from its leader, or applied
+//! behind committed (see `failstop::readiness`).
 
 use std::sync::Arc;
 
@@ -44,29 +46,25 @@ async fn metrics(State(ctx): State<Arc<ApiContext>>) -> Response {
     let wal = ctx.log_store.wal().stats();
     m.wal_bytes.set(wal.bytes as i64);
     m.wal_segments.set(wal.segments as i64);
+    m.db_size.set(s.db_size as i64);
+    m.quota_backend_bytes.set(s.quota_backend_bytes as i64);
+    m.alarm_nospace.set(i64::from(s.alarms.iter().any(|a| a == crate::quota::NOSPACE)));
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()).into_response()
 }
 
 async fn healthz(State(ctx): State<Arc<ApiContext>>) -> Response {
-    match ctx.raft.metrics().borrow().running_state.clone() {
-        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("raft stopped: {e}\n")).into_response(),
+    match crate::failstop::fatal_reason(&ctx.raft, ctx.log_store.wal()) {
+        None => (StatusCode::OK, "ok\n").into_response(),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
     }
 }
 
 async fn readyz(State(ctx): State<Arc<ApiContext>>) -> Response {
     let s = ctx.status().await;
-    if s.leader_id == 0 {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no leader\n").into_response();
+    match crate::failstop::readiness(&ctx, &s) {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
     }
-    if s.applied_index < s.commit_index {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("applying: applied {} < committed {}\n", s.applied_index, s.commit_index),
-        )
-            .into_response();
-    }
-    (StatusCode::OK, "ready\n").into_response()
 }
 
 async fn status(State(ctx): State<Arc<ApiContext>>) -> Json<serde_json::Value> {
@@ -93,6 +91,9 @@ async fn status(State(ctx): State<Arc<ApiContext>>) -> Json<serde_json::Value> {
         "replication": s.replication.iter().map(|r| json!({"node_id": r.node_id, "matched_index": r.matched_index, "lag": r.lag})).collect::<Vec<_>>(),
         "partitioned_from": ctx.network.faults.blocked(),
         "version": s.version,
+        "alarms": s.alarms,
+        "db_size": s.db_size,
+        "quota_backend_bytes": s.quota_backend_bytes,
     }))
 }
 

@@ -14,7 +14,8 @@
 //! taken under the lock in constant time and serialized in the background while writes continue.
 //!
 //! Invariants, checked by `debug_assert`s and tests: `revision` never decreases; for every key
-//! `create_revision <= mod_revision <= revision` and `version >= 1`.
+//! `create_revision <= mod_revision <= revision` and `version >= 1`; `size_bytes` is the sum over live keys of
+//! key + value + `quota::PER_KEY_OVERHEAD` bytes (kept incrementally; the storage quota is checked against it).
 
 use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
@@ -192,6 +193,13 @@ pub struct RangeResult {
 pub struct KeySpace {
     map: OrdMap<Vec<u8>, Meta>,
     revision: i64,
+    /// Sum of `entry_size` over live keys.
+    bytes: u64,
+}
+
+/// What one live key counts towards the storage quota.
+fn entry_size(key: &[u8], value: &[u8]) -> u64 {
+    key.len() as u64 + value.len() as u64 + crate::quota::PER_KEY_OVERHEAD
 }
 
 /// The serialized form of a key space (snapshots).
@@ -212,6 +220,11 @@ impl KeySpace {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+
+    /// The key space's size as the storage quota counts it (deterministic: the same on every node).
+    pub fn size_bytes(&self) -> u64 {
+        self.bytes
     }
 
     pub fn get(&self, key: &[u8]) -> Option<KeyValue> {
@@ -262,6 +275,10 @@ impl KeySpace {
             None => Meta { value, create_revision: rev, mod_revision: rev, version: 1 },
         };
         let kv = meta.to_kv(&key);
+        self.bytes += entry_size(&key, &meta.value);
+        if let Some(p) = &prev {
+            self.bytes -= entry_size(&key, &p.value);
+        }
         let prev_kv = prev.map(|p| p.to_kv(&key));
         self.map.insert(key, meta);
         Event { kind: EventKind::Put, kv, prev_kv }
@@ -281,6 +298,7 @@ impl KeySpace {
         keys.into_iter()
             .filter_map(|k| {
                 let prev = self.map.remove(&k)?;
+                self.bytes -= entry_size(&k, &prev.value);
                 let kv =
                     KeyValue { key: k.clone(), value: Vec::new(), create_revision: 0, mod_revision: rev, version: 0 };
                 Some(Event { kind: EventKind::Delete, kv, prev_kv: Some(prev.to_kv(&k)) })
@@ -370,7 +388,8 @@ impl KeySpace {
                 ));
             }
         }
-        Ok(Self { map, revision: image.revision })
+        let bytes = map.iter().map(|(k, m)| entry_size(k, &m.value)).sum();
+        Ok(Self { map, revision: image.revision, bytes })
     }
 }
 
@@ -483,6 +502,22 @@ mod tests {
     }
 
     #[test]
+    fn size_is_tracked_through_puts_overwrites_deletes_and_txns() {
+        let o = crate::quota::PER_KEY_OVERHEAD;
+        let mut ks = KeySpace::default();
+        assert_eq!(ks.size_bytes(), 0);
+        ks.put(b"ab".to_vec(), vec![0; 10]);
+        assert_eq!(ks.size_bytes(), 12 + o);
+        ks.put(b"ab".to_vec(), vec![0; 4]);
+        assert_eq!(ks.size_bytes(), 6 + o, "an overwrite replaces the old value's size");
+        ks.put(b"c".to_vec(), vec![]);
+        ks.txn(&[], vec![TxnOp::Put { key: b"d".to_vec(), value: vec![1; 5], prev_kv: false }], vec![]);
+        assert_eq!(ks.size_bytes(), 6 + o + 1 + o + 6 + o);
+        ks.delete(&KeyRange::from_wire(b"a".to_vec(), vec![0]));
+        assert_eq!(ks.size_bytes(), 0);
+    }
+
+    #[test]
     fn image_round_trip() {
         let mut ks = KeySpace::default();
         ks.put(b"a".to_vec(), b"1".to_vec());
@@ -490,6 +525,7 @@ mod tests {
         ks.delete(&KeyRange::single("a"));
         let back = KeySpace::from_image(ks.to_image()).unwrap();
         assert_eq!(back.revision(), 3);
+        assert_eq!(back.size_bytes(), ks.size_bytes(), "the size survives a snapshot");
         assert_eq!(back.get(b"b"), ks.get(b"b"));
         assert_eq!(back.len(), 1);
     }

@@ -28,6 +28,9 @@ pub struct Metrics {
     pub keys: IntGauge,
     pub wal_bytes: IntGauge,
     pub wal_segments: IntGauge,
+    pub db_size: IntGauge,
+    pub quota_backend_bytes: IntGauge,
+    pub alarm_nospace: IntGauge,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -83,6 +86,9 @@ impl Metrics {
             keys: reg!(gauge("kv_keys", "keys in the key space")),
             wal_bytes: reg!(gauge("wal_bytes", "bytes of WAL segments on disk")),
             wal_segments: reg!(gauge("wal_segments", "WAL segment files on disk")),
+            db_size: reg!(gauge("db_size_bytes", "key space size as the quota counts it (keys + values + overhead)")),
+            quota_backend_bytes: reg!(gauge("quota_backend_bytes", "the storage quota (--quota-backend-bytes)")),
+            alarm_nospace: reg!(gauge("alarm_nospace", "1 while the NOSPACE alarm is raised (key space at its quota)")),
             registry,
         }
     }

@@ -146,7 +146,7 @@ macro_rules! spawn_grpc {
 }
 
 /// Runs a node until `shutdown` resolves. Returns an error if start-up fails (bad data dir, corrupt WAL, ...), or
-/// if the node has to stop for a reason it cannot serve through (then the process should exit non-zero).
+/// [`Error::Fatal`] once the node stopped because it can no longer serve (see [`crate::failstop`]).
 pub async fn run(
     config: NodeConfig,
     listeners: Listeners,
@@ -168,6 +168,8 @@ pub async fn run(
     if config.fault_injection {
         wal_opts.synced_marker = Some(data_dir.path().join("wal-synced-marker"));
     }
+    let failstop = crate::failstop::FailStop::new(); // fail-stop: a poisoned WAL stops the node
+    wal_opts.on_poison = Some(failstop.poison_hook());
     let (wal, report) = Wal::open(wal_opts)?;
     if let Some(torn) = &report.torn_tail {
         tracing::warn!(?torn, "WAL had a torn tail (a write cut short by a crash); it was cut off");
@@ -176,6 +178,7 @@ pub async fn run(
     let state_machine =
         StateMachineStore::open(SnapshotDir::open(data_dir.snapshot_dir())?, config.watch_limits(), metrics.clone())?;
     let log_store = LogStore::new(wal.clone(), state_machine.durable_snapshot());
+    state_machine.quota().set_limit(config.quota_backend_bytes); // --quota-backend-bytes
 
     let network = Arc::new(NetworkShared {
         id: config.id,
@@ -394,13 +397,16 @@ pub async fn run(
         peer_tls = tls.peer.is_some(),
         "raftkv node serving"
     );
+    // fail-stop: the shutdown signal, a fatal storage/Raft error, or a refusal found after start-up (join).
     let fatal = tokio::select! {
-        _ = &mut shutdown => None,
-        Some(e) = fatal_rx.recv() => Some(e),
+        f = failstop.until_shutdown_or_fatal(&mut shutdown, &raft, &wal) => f.map(Error::Fatal),
+        Some(e) = fatal_rx.recv() => {
+            tracing::error!("stopping: {e}");
+            Some(e)
+        }
     };
-    match &fatal {
-        None => tracing::info!("shutting down"),
-        Some(e) => tracing::error!("stopping: {e}"),
+    if fatal.is_none() {
+        tracing::info!("shutting down");
     }
     let _ = stop_tx.send(true);
     // Give in-flight RPCs a moment; then stop Raft, so no write is acknowledged after its storage is closed.
@@ -412,12 +418,11 @@ pub async fn run(
     if let Err(e) = raft.shutdown().await {
         tracing::warn!("raft shutdown: {e}");
     }
-    wal.sync()?;
-    if let Some(e) = fatal {
-        return Err(e);
+    match fatal {
+        // fail-stop: Err after a fatal cause (the WAL may be poisoned: no final sync).
+        Some(e) => Err(e),
+        None => crate::failstop::FailStop::finish(None, &wal),
     }
-    tracing::info!("stopped cleanly");
-    Ok(())
 }
 
 fn cors_layer(origins: &[String]) -> CorsLayer {

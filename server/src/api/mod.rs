@@ -147,6 +147,7 @@ impl ApiContext {
     /// reported as such (`UNKNOWN` / `DEADLINE_EXCEEDED`), never retried: retrying a compare-and-swap or a put
     /// that may have committed could undo another client's acknowledged write.
     pub async fn write(&self, cmd: Command, deadline: Instant) -> Result<CommandResponse> {
+        self.state_machine.check_quota(&cmd)?; // --quota-backend-bytes: refused before anything is proposed
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

@@ -1,4 +1,8 @@
 //! `raftkv serve`: run one node. Every flag can also come from a `RAFTKV_*` environment variable.
+//!
+//! Exit status: 0 after a clean shutdown (SIGTERM, Ctrl-C); non-zero if start-up fails or if the node stops for a
+//! fatal reason (a storage error such as a full disk, a poisoned WAL, Raft stopped; see `raftkv::failstop`), so
+//! that a supervisor restarts it.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -152,6 +156,13 @@ pub struct ServeArgs {
     /// published container ports.
     #[arg(long, env = "RAFTKV_DASHBOARD_ENDPOINTS", value_delimiter = ',')]
     pub dashboard_endpoints: Vec<String>,
+    // --- storage safety (issue 9) ---
+    /// Storage quota in bytes (etcd's flag): once the key space (keys + values + 32 bytes per key) would exceed
+    /// it, writes that add data are refused with RESOURCE_EXHAUSTED "etcdserver: mvcc: database space exceeded"
+    /// and the NOSPACE alarm is raised; reads and deletes keep working, and the alarm clears once deletes bring
+    /// the key space under 90 % of the quota. 0 means the default (2 GiB).
+    #[arg(long, env = "RAFTKV_QUOTA_BACKEND_BYTES", default_value_t = raftkv::quota::DEFAULT_QUOTA_BACKEND_BYTES)]
+    pub quota_backend_bytes: u64,
 }
 
 impl ServeArgs {
@@ -214,6 +225,7 @@ impl ServeArgs {
         c.peer_secret = self.peer_secret.clone().filter(|s| !s.is_empty());
         c.web_dir = self.web_dir.clone();
         c.dashboard_endpoints = self.dashboard_endpoints.iter().filter(|e| !e.trim().is_empty()).cloned().collect();
+        c.quota_backend_bytes = self.quota_backend_bytes; // storage safety (issue 9)
         c.validate()?;
         Ok(c)
     }

@@ -24,6 +24,8 @@ pub fn status_json(s: &pb::StatusResponse, endpoint: &str) -> serde_json::Value 
         "revision": s.header.as_ref().map_or(0, |h| h.revision),
         "keys": s.key_count,
         "members": s.members.len(),
+        "alarms": s.alarms,
+        "db_size": s.db_size,
     })
 }
 
@@ -57,10 +59,11 @@ pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                         s.snapshot_index.to_string(),
                         s.header.as_ref().map_or(0, |h| h.revision).to_string(),
                         s.key_count.to_string(),
+                        if s.alarms.is_empty() { "-".into() } else { s.alarms.join(",") },
                     ],
                     Err(e) => {
                         let mut row = vec![ep.clone(), "-".into(), format!("unreachable ({:?})", e.code())];
-                        row.resize(11, "-".into());
+                        row.resize(12, "-".into());
                         row
                     }
                 })
@@ -78,6 +81,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                     "SNAPSHOT",
                     "REVISION",
                     "KEYS",
+                    "ALARMS",
                 ],
                 &rows,
             );

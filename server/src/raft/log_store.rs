@@ -234,7 +234,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // openraft purges right after handing a received snapshot to the state machine, without waiting for it
         // to be installed. Purging first and crashing before the snapshot is on disk would leave a log that
         // starts after the last durable snapshot: wait for it.
-        self.snapshot.wait_covers(log_id.index).await;
+        self.snapshot.wait_covers(log_id.index).await.map_err(write_err)?;
         let bytes = encode(&log_id);
         self.blocking(move |wal| wal.purge(log_id.index, &bytes)).await.map_err(write_err)
     }

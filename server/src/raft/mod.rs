@@ -18,10 +18,9 @@ pub mod network;
 pub mod peer_auth;
 pub mod proposer;
 pub mod snapshot;
+pub mod snapshot_data;
 pub mod state_machine;
 pub mod wire_bytes;
-
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
@@ -54,7 +53,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = Node,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = snapshot_data::SnapshotBytes,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -11,14 +11,19 @@
 //! received snapshot is persisted verbatim. Files are written to a temporary name, fsynced, renamed over
 //! `current.snap` and the directory fsynced: a crash leaves either the old or the new snapshot, never a torn one.
 //! Because the applied log id and membership live in the same file as the data, they are persisted atomically
-//! with it. A snapshot whose checksum does not match refuses start-up.
+//! with it. A snapshot whose checksum does not match refuses start-up. Saving and loading make no copy of the data
+//! (the CRC is computed over the pieces as they are written; a load reuses the file's buffer), so an install holds
+//! the received bytes plus the decoded key space, not a third copy for the file.
 //!
 //! Invariants:
 //! - saves are serialized, and a snapshot never replaces a newer one: a slow background build that finishes after
 //!   a newer snapshot was installed from the leader is dropped, not written over it;
 //! - the WAL is never purged past the durable snapshot while a snapshot from the leader is being installed
 //!   ([`DurableSnapshot`]): openraft issues the purge without waiting for the install, and a crash in between
-//!   would otherwise leave a log that starts after the last snapshot on disk.
+//!   would otherwise leave a log that starts after the last snapshot on disk;
+//! - a snapshot install that FAILED (save error such as ENOSPC or EIO, or a bad snapshot) keeps the gate closed
+//!   for good: a purge past the durable snapshot then fails instead of proceeding (Raft is going down with the
+//!   install's error anyway), so a restart finds a log that still continues the snapshot on disk.
 
 use std::{
     fs,
@@ -82,17 +87,19 @@ impl SnapshotDir {
         if *saved > meta.last_log_id {
             return Ok(false);
         }
+        // Header, metadata and data are written as they are, with the CRC computed over the pieces: no copy of
+        // the (possibly large) data is made.
         let meta_bytes = encode(meta);
-        let mut body = Vec::with_capacity(4 + meta_bytes.len() + data.len());
-        body.extend_from_slice(&(meta_bytes.len() as u32).to_le_bytes());
-        body.extend_from_slice(&meta_bytes);
-        body.extend_from_slice(data);
+        let meta_len = (meta_bytes.len() as u32).to_le_bytes();
+        let crc = [meta_len.as_slice(), &meta_bytes, data].iter().fold(0, |crc, part| crc32c::crc32c_append(crc, part));
         let tmp = self.dir.join(format!("{FILE}.{}.tmp", meta.snapshot_id));
         let write = || -> std::io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(MAGIC)?;
-            f.write_all(&crc32c::crc32c(&body).to_le_bytes())?;
-            f.write_all(&body)?;
+            f.write_all(&crc.to_le_bytes())?;
+            f.write_all(&meta_len)?;
+            f.write_all(&meta_bytes)?;
+            f.write_all(data)?;
             f.sync_all()?;
             fs::rename(&tmp, self.path())?;
             fs::File::open(&self.dir)?.sync_all()
@@ -105,7 +112,7 @@ impl SnapshotDir {
     /// Loads the current snapshot, if any.
     pub fn load(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>> {
         let path = self.path();
-        let bytes = match fs::read(&path) {
+        let mut bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&path, "read snapshot", e)),
@@ -125,7 +132,9 @@ impl SnapshotDir {
         }
         let meta: SnapshotMeta = decode(&body[4..4 + meta_len]).map_err(|e| corrupt(&format!("metadata: {e}")))?;
         *self.saved.lock() = meta.last_log_id;
-        Ok(Some((meta, body[4 + meta_len..].to_vec())))
+        // The data is the file's tail: move it to the front of the buffer rather than copying it out.
+        bytes.drain(..12 + 4 + meta_len);
+        Ok(Some((meta, bytes)))
     }
 
     pub fn dir(&self) -> &Path {
@@ -139,6 +148,8 @@ struct GateState {
     durable: u64,
     /// A snapshot from the leader is being received or installed.
     receiving: bool,
+    /// An install failed: never purge past `durable` again in this process.
+    failed: bool,
 }
 
 /// Shared by the state machine (which makes snapshots durable) and the log store (which must not purge past them
@@ -150,7 +161,7 @@ pub struct DurableSnapshot {
 
 impl DurableSnapshot {
     pub fn new(durable_index: u64) -> Self {
-        let (tx, _) = watch::channel(GateState { durable: durable_index, receiving: false });
+        let (tx, _) = watch::channel(GateState { durable: durable_index, receiving: false, failed: false });
         Self { tx: Arc::new(tx) }
     }
 
@@ -163,13 +174,59 @@ impl DurableSnapshot {
         self.tx.send_modify(|s| s.receiving = receiving);
     }
 
+    /// A snapshot install failed: the gate stays closed above the durable snapshot.
+    pub fn set_failed(&self) {
+        self.tx.send_modify(|s| s.failed = true);
+    }
+
     pub fn durable_index(&self) -> u64 {
         self.tx.borrow().durable
     }
 
-    /// Waits, while a snapshot install is under way, until a snapshot covering `index` is on disk.
-    pub async fn wait_covers(&self, index: u64) {
+    /// Waits, while a snapshot install is under way, until a snapshot covering `index` is on disk. Fails, without
+    /// waiting, if an install failed and the snapshot on disk does not cover `index`: purging that far would leave
+    /// a log that starts after the last durable snapshot.
+    pub async fn wait_covers(&self, index: u64) -> std::result::Result<(), String> {
         let mut rx = self.tx.subscribe();
-        let _ = rx.wait_for(|s| !s.receiving || s.durable >= index).await;
+        let state = match rx.wait_for(|s| s.failed || !s.receiving || s.durable >= index).await {
+            Ok(s) => *s,
+            Err(_) => *self.tx.borrow(),
+        };
+        if state.durable >= index || !state.failed {
+            return Ok(());
+        }
+        Err(format!(
+            "not purging the log up to {index}: a snapshot install failed and the snapshot on disk covers only up \
+             to {}",
+            state.durable
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_and_load_round_trip_and_detect_damage() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SnapshotDir::open(tmp.path()).unwrap();
+        let meta = SnapshotMeta {
+            last_log_id: Some(openraft::LogId::new(openraft::CommittedLeaderId::new(2, 1), 7)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "2-7-0".into(),
+        };
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        assert!(dir.save(&meta, &data).unwrap());
+        let (got_meta, got) = SnapshotDir::open(tmp.path()).unwrap().load().unwrap().unwrap();
+        assert_eq!((got_meta, got), (meta, data));
+
+        let path = tmp.path().join(FILE);
+        let mut bytes = fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 10] ^= 1;
+        fs::write(&path, bytes).unwrap();
+        let err = SnapshotDir::open(tmp.path()).unwrap().load().unwrap_err().to_string();
+        assert!(err.contains("checksum mismatch"), "{err}");
     }
 }

@@ -15,7 +15,6 @@
 #![allow(clippy::result_large_err)]
 
 use std::{
-    io::Cursor,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -29,6 +28,7 @@ use parking_lot::{Mutex, RwLock};
 use super::{
     decode, encode,
     snapshot::{DurableSnapshot, SnapshotDir, SnapshotImage},
+    snapshot_data::SnapshotBytes,
     Command, CommandResponse, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 use crate::{
@@ -55,6 +55,7 @@ struct Shared {
     seq: AtomicU64,
     metrics: Arc<Metrics>,
     durable: DurableSnapshot,
+    quota: crate::quota::Quota,
 }
 
 /// Cheap to clone; every clone is the same state machine.
@@ -103,6 +104,7 @@ impl StateMachineStore {
                 seq: AtomicU64::new(0),
                 metrics,
                 durable,
+                quota: Default::default(),
             }),
         })
     }
@@ -116,6 +118,26 @@ impl StateMachineStore {
     pub fn applied(&self) -> (Option<LogId>, i64, usize) {
         let d = self.shared.data.read();
         (d.last_applied, d.keyspace.revision(), d.keyspace.len())
+    }
+
+    /// The storage quota (`--quota-backend-bytes`) and its alarm.
+    pub fn quota(&self) -> &crate::quota::Quota {
+        &self.shared.quota
+    }
+
+    /// The key space's size as the quota counts it.
+    pub fn size_bytes(&self) -> u64 {
+        self.shared.data.read().keyspace.size_bytes()
+    }
+
+    /// Refuses a write that adds data once the key space is at its quota (see [`crate::quota`]).
+    pub fn check_quota(&self, cmd: &Command) -> Result<()> {
+        self.shared.quota.check(self.size_bytes(), cmd)
+    }
+
+    /// The active alarms (etcd's names): `NOSPACE` when over the quota.
+    pub fn alarms(&self) -> Vec<String> {
+        self.shared.quota.alarms(self.size_bytes())
     }
 
     pub fn membership(&self) -> StoredMembership {
@@ -184,7 +206,7 @@ fn from_image(image: SnapshotImage) -> Result<StateMachineData, String> {
 
 impl StateMachineStore {
     /// Replaces the state machine with a snapshot received from the leader, after making it durable.
-    async fn install(&self, meta: &SnapshotMeta, bytes: Vec<u8>) -> Result<(), StorageError> {
+    async fn install(&self, meta: &SnapshotMeta, bytes: Arc<Vec<u8>>) -> Result<(), StorageError> {
         let bad = |e: String| -> StorageError {
             openraft::StorageIOError::read_snapshot(Some(meta.signature()), openraft::AnyError::error(e)).into()
         };
@@ -211,7 +233,7 @@ impl StateMachineStore {
         let revision = data.keyspace.revision();
         *self.shared.data.write() = data;
         self.shared.hub.reset(revision);
-        self.set_current(meta, Arc::new(bytes));
+        self.set_current(meta, bytes);
         tracing::info!(snapshot = %meta.snapshot_id, revision, "installed snapshot from leader");
         Ok(())
     }
@@ -252,7 +274,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         } else {
             tracing::info!(snapshot = %meta.snapshot_id, "dropped a snapshot build overtaken by a newer snapshot");
         }
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes.as_ref().clone())) })
+        Ok(Snapshot { meta, snapshot: Box::new(SnapshotBytes::shared(bytes)) })
     }
 }
 
@@ -302,17 +324,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotBytes>, StorageError> {
         self.shared.durable.set_receiving(true);
-        Ok(Box::new(Cursor::new(Vec::new())))
+        Ok(Box::new(SnapshotBytes::empty()))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotBytes>,
     ) -> Result<(), StorageError> {
-        let res = self.install(meta, snapshot.into_inner()).await;
+        let res = self.install(meta, snapshot.into_shared()).await;
+        if let Err(e) = &res {
+            // Keep the purge gate closed: openraft has already queued a purge up to this snapshot.
+            tracing::error!(snapshot = %meta.snapshot_id, "snapshot install failed: {e}");
+            self.shared.durable.set_failed();
+        }
         self.shared.durable.set_receiving(false);
         res
     }
@@ -320,7 +347,67 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         Ok(self.shared.current.lock().as_ref().map(|(meta, bytes)| Snapshot {
             meta: meta.clone(),
-            snapshot: Box::new(Cursor::new(bytes.as_ref().clone())),
+            // Shared, not copied: every send reads the one resident copy.
+            snapshot: Box::new(SnapshotBytes::shared(bytes.clone())),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use openraft::storage::RaftLogStorage;
+
+    use super::*;
+    use crate::{keyspace::KeySpaceImage, raft::log_store::LogStore, wal::Wal};
+
+    fn log_id(index: u64) -> LogId {
+        openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index)
+    }
+
+    /// A follower with log 1..=10 and no snapshot receives a snapshot up to 8 whose install fails. openraft has
+    /// already queued a purge up to 8: it must fail rather than remove entries the snapshot on disk does not
+    /// cover (item 9 / review finding 8).
+    #[tokio::test]
+    async fn failed_snapshot_install_keeps_the_purge_gate_closed() {
+        for case in ["save fails (snapshot directory gone, as on EIO)", "snapshot bytes are garbage"] {
+            let tmp = tempfile::tempdir().unwrap();
+            let (wal, _) = Wal::open(crate::wal::WalOptions::new(tmp.path().join("wal"))).unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            wal.append((1..=10).map(|i| (i, vec![i as u8])).collect(), Box::new(move |r| tx.send(r).unwrap())).unwrap();
+            rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+            let snap_dir = tmp.path().join("snapshots");
+            let mut sm =
+                StateMachineStore::open(SnapshotDir::open(&snap_dir).unwrap(), 100, Arc::new(Metrics::new())).unwrap();
+            let mut log = LogStore::new(wal.clone(), sm.durable_snapshot());
+
+            let meta = SnapshotMeta {
+                last_log_id: Some(log_id(8)),
+                last_membership: StoredMembership::default(),
+                snapshot_id: "1-8-0".into(),
+            };
+            let image = SnapshotImage {
+                last_applied: Some(log_id(8)),
+                membership: StoredMembership::default(),
+                keyspace: KeySpaceImage { revision: 0, entries: vec![] },
+            };
+            let bytes = if case.starts_with("save fails") {
+                std::fs::remove_dir_all(&snap_dir).unwrap();
+                encode(&image)
+            } else {
+                vec![0xff; 7]
+            };
+            let _ = sm.begin_receiving_snapshot().await.unwrap();
+            let res = sm.install_snapshot(&meta, Box::new(SnapshotBytes::shared(Arc::new(bytes)))).await;
+            assert!(res.is_err(), "{case}: the install must fail");
+
+            let purge = tokio::time::timeout(Duration::from_secs(5), log.purge(log_id(8))).await;
+            let purge = purge.unwrap_or_else(|_| panic!("{case}: purge must fail, not hang"));
+            let err = purge.expect_err(&format!("{case}: purging past the durable snapshot must fail"));
+            assert!(err.to_string().contains("snapshot install failed"), "{case}: {err}");
+            assert_eq!(wal.purged(), None, "{case}: nothing may be purged");
+            assert_eq!((wal.first_index(), wal.last_index()), (Some(1), Some(10)), "{case}: the log is intact");
+        }
     }
 }

@@ -19,6 +19,7 @@
 //! types: 1 Entry(index, bytes)  2 Vote(bytes)  3 Committed(bytes)
 //!        4 Truncate(since)      5 Purge(upto, bytes)
 //!        6 Checkpoint(vote, committed, purge, live index range)
+//!        7 Synced(segment, own offset, synced offset): a sync mark
 //! ```
 //!
 //! The log's state is what you get by applying all records in order (segment
@@ -56,6 +57,12 @@
 //! * `save_committed` does not wait: losing the newest committed index in a crash
 //!   is safe in Raft, so it rides along with the next fsync.
 //!
+//! After each group fsync the flusher appends a *sync mark* to the active segment
+//! naming the offset the fsync covered. It costs no fsync of its own (it rides
+//! along with the next one, or with the final sync at close) and lets recovery
+//! tell a torn unsynced tail, holes included, from damage to synced data (see
+//! `recovery.rs`).
+//!
 //! # Failure model
 //!
 //! The WAL is fail-stop. If a write or fsync fails it is *poisoned*: pending
@@ -73,6 +80,8 @@
 //!   same mutex.
 //! * `synced_seq <= write_seq`, and everything written with a sequence number
 //!   `<= synced_seq` is on stable storage.
+//! * A sync mark is written only after the fsync it describes succeeded, names
+//!   its own segment and offset, and claims no more than what that fsync covered.
 //! * A segment is deleted only if it is not the active segment and every entry
 //!   ever written to it is at or below the purge point; segments are deleted
 //!   oldest first, each deletion made durable before the next, so the segment
@@ -110,6 +119,10 @@ pub type DurableCallback = Box<dyn FnOnce(io::Result<()>) + Send>;
 /// of records it made durable.
 pub type FsyncHook = Arc<dyn Fn(Duration, usize) + Send + Sync>;
 
+/// Called once, with the reason, when the WAL is poisoned (see "Failure model"). It runs with the WAL's lock
+/// held: it must return quickly and must not call into the WAL.
+pub type PoisonHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Default segment size: large enough that rolls (three fsyncs each) are rare.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 
@@ -128,12 +141,20 @@ pub struct WalOptions {
     /// Fault-injection aid: before each group fsync, write "SEGMENT_FILE_NAME OFFSET" (the point the sync will
     /// cover) to this file, so a test harness can cut off exactly the unsynced tail after a kill -9.
     pub synced_marker: Option<PathBuf>,
+    /// Called once when the WAL is poisoned, so the process can stop instead of limping on.
+    pub on_poison: Option<PoisonHook>,
 }
 
 impl WalOptions {
     /// Options with default settings for a WAL in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        WalOptions { dir: dir.into(), segment_bytes: DEFAULT_SEGMENT_BYTES, on_fsync: None, synced_marker: None }
+        WalOptions {
+            dir: dir.into(),
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            on_fsync: None,
+            synced_marker: None,
+            on_poison: None,
+        }
     }
 }
 
@@ -144,6 +165,7 @@ impl fmt::Debug for WalOptions {
             .field("segment_bytes", &self.segment_bytes)
             .field("on_fsync", &self.on_fsync.as_ref().map(|_| "<hook>"))
             .field("synced_marker", &self.synced_marker)
+            .field("on_poison", &self.on_poison.as_ref().map(|_| "<hook>"))
             .finish()
     }
 }
@@ -157,7 +179,7 @@ pub struct WalStats {
     pub bytes: u64,
     /// Data fsyncs since open: group commits plus the syncs done when rolling.
     pub fsyncs: u64,
-    /// Records written since open (entries, metadata and checkpoints).
+    /// Records written since open (entries, metadata and checkpoints; not sync marks).
     pub records_written: u64,
     /// Entries currently present.
     pub entries: usize,
@@ -183,6 +205,9 @@ struct Core {
     segment_bytes: u64,
     on_fsync: Option<FsyncHook>,
     synced_marker: Option<PathBuf>,
+    on_poison: Option<PoisonHook>,
+    /// Set with `Inner::poisoned`, readable without the lock (health checks must not wait behind an fsync).
+    is_poisoned: std::sync::atomic::AtomicBool,
     inner: Mutex<Inner>,
     /// Signalled when there is something for the flusher to do.
     wake_flusher: Condvar,
@@ -210,6 +235,8 @@ struct Inner {
     callbacks: VecDeque<(u64, DurableCallback)>,
     /// Set by the first write or fsync failure: (error kind, description).
     poisoned: Option<(io::ErrorKind, String)>,
+    /// A sync mark was written to the active segment after its last fsync (synced at close).
+    mark_unsynced: bool,
     /// No new operations; the flusher finishes pending work and exits.
     closing: bool,
     flusher_exited: bool,
@@ -277,6 +304,8 @@ impl Wal {
             segment_bytes: opts.segment_bytes,
             on_fsync: opts.on_fsync,
             synced_marker: opts.synced_marker,
+            on_poison: opts.on_poison,
+            is_poisoned: std::sync::atomic::AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 state: recovered.state,
                 segments: recovered.segments.into(),
@@ -287,6 +316,7 @@ impl Wal {
                 fsyncs: 0,
                 callbacks: VecDeque::new(),
                 poisoned: None,
+                mark_unsynced: false,
                 closing: false,
                 flusher_exited: false,
             }),
@@ -530,6 +560,15 @@ impl Wal {
         }
     }
 
+    /// Why the WAL is poisoned, if it is: it then refuses every write until the process restarts.
+    /// Cheap when it is not poisoned: no lock is taken.
+    pub fn poisoned(&self) -> Option<String> {
+        if !self.core().is_poisoned.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
+        self.core().lock().poisoned.as_ref().map(|(_, reason)| reason.clone())
+    }
+
     /// The directory holding the segment files.
     pub fn dir(&self) -> &Path {
         &self.core().dir
@@ -632,6 +671,7 @@ impl Core {
         segment::sync_dir(&self.dir)?;
         tracing::debug!(segment = %seg.file.path.display(), "WAL rolled to a new segment");
         inner.segments.push_back(seg);
+        inner.mark_unsynced = false; // the old segment was synced in full, mark included
         Ok(())
     }
 
@@ -660,6 +700,12 @@ impl Core {
                 _ => io::ErrorKind::Other,
             };
             inner.poisoned = Some((kind, err.to_string()));
+            self.is_poisoned.store(true, std::sync::atomic::Ordering::SeqCst);
+            if let Some(hook) = &self.on_poison {
+                if catch_unwind(AssertUnwindSafe(|| hook(&err.to_string()))).is_err() {
+                    tracing::error!("WAL on_poison hook panicked");
+                }
+            }
         }
         self.synced.notify_all();
         self.wake_flusher.notify_one();
@@ -708,6 +754,20 @@ impl Core {
         }
         Ok(())
     }
+}
+
+/// Appends a sync mark to the active segment after an fsync of it covered `[0, synced)`. Not fsynced here.
+fn write_sync_mark(inner: &mut Inner, synced: u64) -> Result<(), WalError> {
+    let active = inner.active_mut();
+    let at = active.len;
+    assert!(synced <= at, "WAL bug: sync mark at {at} would claim {synced}, beyond what was written");
+    let mut buf = Vec::with_capacity(record::SYNCED_FRAME);
+    record::encode(&Record::Synced { segment: active.file.seq, at, synced }, &mut buf);
+    active.file.write_all_at(&buf, at)?;
+    active.len += buf.len() as u64;
+    active.records += 1;
+    inner.mark_unsynced = true;
+    Ok(())
 }
 
 /// Writes the buffered records at the end of the active segment.
@@ -774,6 +834,13 @@ fn run_flusher(core: Arc<Core>) {
         let need_sync = inner.poisoned.is_none() && inner.synced_seq < inner.write_seq;
         if !need_sync && inner.callbacks.is_empty() {
             if inner.closing {
+                if inner.mark_unsynced && inner.poisoned.is_none() {
+                    // So that a clean shutdown leaves the last synced point on disk too.
+                    if let Err(err) = inner.active().file.sync_data() {
+                        tracing::warn!(error = %err, "WAL: final fsync of the last sync mark failed");
+                    }
+                    inner.mark_unsynced = false;
+                }
                 return;
             }
             inner = core.wake_flusher.wait(inner).expect("WAL state lock poisoned by an earlier panic");
@@ -805,6 +872,13 @@ fn run_flusher(core: Arc<Core>) {
                     inner.fsyncs += 1;
                     synced = Some((took, (records - inner.records_synced) as usize));
                     inner.records_synced = records;
+                    // The mark describes this segment only; if the WAL rolled meanwhile, the roll synced it all.
+                    if inner.active().file.seq == file.seq {
+                        inner.mark_unsynced = false;
+                        if let Err(err) = write_sync_mark(&mut inner, covered) {
+                            core.poison(&mut inner, &err);
+                        }
+                    }
                 }
                 Err(err) => core.poison(&mut inner, &err),
             }

@@ -29,6 +29,7 @@
 //! | 4    | Truncate   | `since: u64` — entries with index >= since are removed    |
 //! | 5    | Purge      | `upto: u64`, then the caller's bytes (its log id) — entries <= upto are removed |
 //! | 6    | Checkpoint | see below                                                 |
+//! | 7    | Synced     | `segment: u64, at: u64, synced: u64` — a *sync mark*, see below |
 //!
 //! A Checkpoint is the first record of every segment. It carries the complete
 //! metadata state as of the moment the segment was created, so that older
@@ -44,6 +45,14 @@
 //! [len: u32, bytes]                  if bit0 — the vote
 //! [len: u32, bytes]                  if bit1 — the committed payload
 //! ```
+//!
+//! A Synced record (a *sync mark*) is written by the flusher right after each group fsync: "every byte of
+//! segment `segment` below offset `synced` is on stable storage", and it sits at offset `at` of that segment
+//! (so `synced <= at`). It is not itself fsynced: it rides along with the next sync. Recovery uses the highest
+//! mark it finds to tell a torn unsynced tail (damage at or after the synced point, which a power cut can cause,
+//! holes included) from corruption of data that was already synced (damage before it). A mark says nothing
+//! about the log's state and is never replayed into it. Naming its own segment and offset makes a mark found at
+//! the wrong place (say, inside an entry's payload) invalid.
 //!
 //! Decoding is strict: unknown types, unknown flags, short payloads and trailing
 //! bytes are all errors. A record whose CRC is valid but whose contents do not
@@ -78,6 +87,11 @@ const TYPE_COMMITTED: u8 = 3;
 const TYPE_TRUNCATE: u8 = 4;
 const TYPE_PURGE: u8 = 5;
 const TYPE_CHECKPOINT: u8 = 6;
+const TYPE_SYNCED: u8 = 7;
+
+/// Payload length of a sync mark, and its whole frame.
+const SYNCED_PAYLOAD: usize = 24;
+pub(crate) const SYNCED_FRAME: usize = HEADER_LEN + SYNCED_PAYLOAD;
 
 /// The metadata state a Checkpoint record carries. It is also what replay
 /// compares a checkpoint against (see `recovery.rs`).
@@ -95,12 +109,26 @@ pub(crate) struct Checkpoint {
 /// One decoded record. Byte payloads borrow from the buffer they were read from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Record<'a> {
-    Entry { index: u64, data: &'a [u8] },
+    Entry {
+        index: u64,
+        data: &'a [u8],
+    },
     Vote(&'a [u8]),
     Committed(&'a [u8]),
-    Truncate { since: u64 },
-    Purge { upto: u64, payload: &'a [u8] },
+    Truncate {
+        since: u64,
+    },
+    Purge {
+        upto: u64,
+        payload: &'a [u8],
+    },
     Checkpoint(Checkpoint),
+    /// A sync mark: bytes `[0, synced)` of segment `segment` were fsynced; the mark itself is at offset `at`.
+    Synced {
+        segment: u64,
+        at: u64,
+        synced: u64,
+    },
 }
 
 impl Record<'_> {
@@ -113,6 +141,7 @@ impl Record<'_> {
             Record::Truncate { .. } => "truncate",
             Record::Purge { .. } => "purge",
             Record::Checkpoint(_) => "checkpoint",
+            Record::Synced { .. } => "sync mark",
         }
     }
 
@@ -124,6 +153,7 @@ impl Record<'_> {
             Record::Truncate { .. } => TYPE_TRUNCATE,
             Record::Purge { .. } => TYPE_PURGE,
             Record::Checkpoint(_) => TYPE_CHECKPOINT,
+            Record::Synced { .. } => TYPE_SYNCED,
         }
     }
 }
@@ -145,6 +175,11 @@ pub(crate) fn encode(record: &Record<'_>, out: &mut Vec<u8>) -> u32 {
             out.extend_from_slice(payload);
         }
         Record::Checkpoint(cp) => encode_checkpoint(cp, out),
+        Record::Synced { segment, at, synced } => {
+            for v in [segment, at, synced] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
     }
     let payload_len = out.len() - start - HEADER_LEN;
     // Callers check sizes against MAX_ENTRY_DATA / MAX_META_DATA before encoding;
@@ -218,6 +253,18 @@ pub(crate) fn decode(type_tag: u8, payload: &[u8]) -> Result<Record<'_>, String>
             Ok(Record::Purge { upto, payload })
         }
         TYPE_CHECKPOINT => decode_checkpoint(payload).map(Record::Checkpoint),
+        TYPE_SYNCED => {
+            let mut r = Reader(payload);
+            match (r.u64(), r.u64(), r.u64(), r.0.is_empty()) {
+                (Some(segment), Some(at), Some(synced), true) if synced <= at => {
+                    Ok(Record::Synced { segment, at, synced })
+                }
+                (Some(_), Some(at), Some(synced), true) => {
+                    Err(format!("sync mark at offset {at} claims a synced point {synced} after itself"))
+                }
+                _ => Err(format!("sync mark has {} bytes, expected {SYNCED_PAYLOAD}", payload.len())),
+            }
+        }
         other => Err(format!("unknown record type {other}")),
     }
 }
@@ -329,20 +376,21 @@ pub(crate) enum Defect {
     /// CRC mismatch on a record that ends exactly at end of file, or that is
     /// followed only by zero bytes: the last write was cut short.
     CrcAtTail { claimed: usize },
-    /// CRC mismatch on a record followed by more (non-zero) data.
+    /// CRC mismatch on a record followed by more (non-zero) data: damage in the middle, or a hole in an
+    /// unsynced tail whose later pages reached the disk.
     CrcMismatch { claimed: usize },
     /// The CRC is valid but the contents are malformed.
     Malformed { reason: String },
 }
 
 impl Defect {
-    /// Whether this defect is what an interrupted append looks like. Only such
-    /// defects, and only in the last segment, are cut off at recovery.
+    /// Whether a crash could have produced this defect in bytes that were written but not yet fsynced: an
+    /// interrupted append, or pages of the unsynced tail that reached the disk out of order (holes of zeros
+    /// or stale data, followed by data that did arrive). Only a record with a valid CRC and nonsensical
+    /// contents cannot come from a crash: it was written that way. Whether such a defect is really a torn
+    /// tail depends on where it is relative to the synced point (see `recovery.rs`).
     pub(crate) fn is_torn_write(&self) -> bool {
-        matches!(
-            self,
-            Defect::ZeroTail | Defect::HeaderPastEof { .. } | Defect::PayloadPastEof { .. } | Defect::CrcAtTail { .. }
-        )
+        !matches!(self, Defect::Malformed { .. })
     }
 }
 
@@ -441,6 +489,29 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// The sync mark of segment `segment`, starting at or after offset `from`, that claims the highest synced
+/// point: `(synced, at)`.
+///
+/// Used past a defect, where record boundaries are unknown, so every offset is tried. A candidate must have the
+/// mark's type and length, a valid CRC, and name this segment and its own offset, so bytes that merely look like
+/// a mark (inside an entry's payload, or left over at another offset) do not count.
+pub(crate) fn max_sync_mark_after(buf: &[u8], from: usize, segment: u64) -> Option<(u64, u64)> {
+    let mut best: Option<(u64, u64)> = None;
+    let last_start = buf.len().checked_sub(SYNCED_FRAME)?;
+    for at in from..=last_start {
+        let frame = &buf[at..at + SYNCED_FRAME];
+        if frame[8] != TYPE_SYNCED || frame[0..4] != (SYNCED_PAYLOAD as u32).to_le_bytes() {
+            continue;
+        }
+        if let Ok(Record::Synced { segment: s, at: a, synced }) = check_frame(frame) {
+            if s == segment && a == at as u64 && best.is_none_or(|(b, _)| synced > b) {
+                best = Some((synced, a));
+            }
+        }
+    }
+    best
+}
+
 fn is_zero(b: &[u8]) -> bool {
     b.iter().all(|&x| x == 0)
 }
@@ -472,6 +543,7 @@ mod tests {
             Record::Purge { upto: 3, payload: b"x" },
             Record::Checkpoint(cp),
             Record::Checkpoint(Checkpoint::default()),
+            Record::Synced { segment: 3, at: 100, synced: 90 },
         ];
         let mut buf = Vec::new();
         for r in &records {
@@ -547,6 +619,26 @@ mod tests {
         assert!(decode(TYPE_CHECKPOINT, &[1, 0, 0]).is_err(), "trailing byte");
         assert!(decode(TYPE_CHECKPOINT, &[1, FLAG_VOTE, 5, 0, 0, 0, 1]).is_err(), "short bytes");
         assert_eq!(decode(TYPE_CHECKPOINT, &[1, 0]), Ok(Record::Checkpoint(Checkpoint::default())));
+        assert!(decode(TYPE_SYNCED, &[0; 23]).is_err(), "short sync mark");
+        let mut after_itself = [0u8; 24];
+        after_itself[16] = 1; // synced 1 > at 0
+        assert!(decode(TYPE_SYNCED, &after_itself).unwrap_err().contains("after itself"));
+    }
+
+    #[test]
+    fn sync_marks_are_found_past_a_defect_only_at_their_own_offset() {
+        let mut buf = vec![0xab; 50]; // garbage
+        let at = buf.len() as u64;
+        encode(&Record::Synced { segment: 2, at, synced: 40 }, &mut buf);
+        buf.extend_from_slice(&[0; 7]);
+        let misplaced = buf.len() as u64 + 1; // claims an offset it is not at
+        encode(&Record::Synced { segment: 2, at: misplaced, synced: 45 }, &mut buf);
+        let other_segment = buf.len() as u64;
+        encode(&Record::Synced { segment: 9, at: other_segment, synced: 47 }, &mut buf);
+        assert_eq!(max_sync_mark_after(&buf, 0, 2), Some((40, at)));
+        assert_eq!(max_sync_mark_after(&buf, at as usize + 1, 2), None);
+        assert_eq!(max_sync_mark_after(&buf, 0, 9), Some((47, other_segment)));
+        assert_eq!(max_sync_mark_after(&buf[..10], 0, 2), None);
     }
 
     #[test]

@@ -8,28 +8,38 @@
 //!
 //! # What is repaired, and what is refused
 //!
-//! A crash can interrupt the last append, leaving the end of the LAST segment
-//! torn. These tails are cut off (ftruncate to the end of the last good record,
-//! then fsync) and reported in [`RecoveryReport::torn_tail`] plus a warning:
+//! Everything the WAL acknowledged was fsynced first, and a non-last segment was fsynced in full before the
+//! next one was created; so a crash (kill -9, or a power cut) can only damage bytes of the LAST segment that
+//! were written after its last completed fsync — the *unsynced tail*. A power cut may lose any part of that
+//! tail, not just a suffix: the page cache is written back in no particular order, so the tail may come back
+//! with holes (zeros, or stale blocks) followed by data that did arrive.
 //!
-//! * a header, or a payload, that runs past end of file (this includes a
-//!   garbage length over the size limit that runs past end of file);
-//! * a zero-filled tail (the filesystem extended the file but the data never
-//!   arrived);
-//! * a record with a bad CRC that ends exactly at end of file, or is followed
-//!   only by zeros.
+//! To tell that tail from the synced part, the flusher writes a *sync mark* after every group fsync (see
+//! `record.rs`): "this segment is fsynced below offset X". Marks are not fsynced themselves; each rides along
+//! with the next sync. When the scan of the last segment stops at a defect at offset D, recovery looks for the
+//! highest valid mark after D (record boundaries are unknown past a defect, so every offset is tried):
 //!
-//! Anything else is corruption and `open` fails with [`WalError::Corrupt`]
-//! naming the file and offset, touching nothing on disk: any defect in a
-//! non-last segment (those were fsynced before the next segment was created, so
-//! a crash cannot have damaged them), a bad CRC followed by more data, a
-//! well-formed record that makes no sense (unknown type, non-contiguous entry,
-//! checkpoint disagreeing with replay), or a missing segment. Dropping such
-//! data could silently lose entries the cluster believes are durable.
+//! * no mark after D claims a synced point beyond D: D is in the unsynced tail. Everything from D on is cut
+//!   off (ftruncate, then fsync) and reported in [`RecoveryReport::torn_tail`] with a warning. This covers an
+//!   interrupted append (a header or payload running past end of file, a bad CRC at the end), a zero-filled
+//!   tail, and holes: a bad CRC or a garbage length followed by more data;
+//! * a mark after D says the segment was fsynced beyond D: the damaged bytes had reached the disk before the
+//!   crash, so this is corruption, and `open` refuses (below).
 //!
-//! After recovery the last segment is fsynced (what we read may have been only
-//! in the page cache of a crashed process) and, if it is empty, given its
-//! checkpoint, so the state `open` returns is durable before anyone acts on it.
+//! The limit of this: the mark of the very last group fsync before a power cut may itself be lost, so damage
+//! inside that last fsynced batch (bit rot of bytes that had just been synced, in the same power cut) is
+//! indistinguishable from a torn write and is cut. A kill -9 loses nothing from the page cache, so there the
+//! mark always survives.
+//!
+//! Anything else is corruption and `open` fails with [`WalError::Corrupt`] naming the file and offset,
+//! touching nothing on disk: any defect in a non-last segment, a defect in the last segment before its synced
+//! point, a well-framed record that makes no sense (unknown type, non-contiguous entry, checkpoint disagreeing
+//! with replay, a sync mark at the wrong place), or a missing segment. Dropping such data could silently lose
+//! entries the cluster believes are durable.
+//!
+//! After recovery the last segment is fsynced (what we read may have been only in the page cache of a crashed
+//! process) and, if it is empty, given its checkpoint, so the state `open` returns is durable before anyone
+//! acts on it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -118,10 +128,23 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, WalError> {
                     seg.records += 1;
                 }
                 Scanned::Defect { offset, defect } if is_last && defect.is_torn_write() => {
+                    // Past a defect, only a sync mark can say whether these bytes had been fsynced.
+                    if let Some((synced, at)) = record::max_sync_mark_after(&buf, offset as usize + 1, *seq) {
+                        if synced > offset {
+                            return Err(WalError::corrupt(
+                                path,
+                                offset,
+                                format!(
+                                    "{defect}, but the sync mark at offset {at} says this segment was fsynced up \
+                                     to offset {synced}: damage to synced data, not a torn write; {REFUSE}"
+                                ),
+                            ));
+                        }
+                    }
                     let bytes_dropped = buf.len() as u64 - offset;
                     tracing::warn!(
                         file = %path.display(), offset, bytes_dropped, %defect,
-                        "WAL: cutting torn tail off the last segment (an append was interrupted by a crash)"
+                        "WAL: cutting torn tail off the last segment (written after its last fsync, then a crash)"
                     );
                     torn_tail = Some(TornTail { path: path.clone(), offset, bytes_dropped });
                     break;
@@ -217,8 +240,17 @@ fn replay(
         return Ok(());
     }
     let s = state.as_mut().expect("a segment's first record set the state");
-    if let Record::Checkpoint(_) = record {
-        return Err("checkpoint record in the middle of a segment".into());
+    match record {
+        Record::Checkpoint(_) => return Err("checkpoint record in the middle of a segment".into()),
+        Record::Synced { segment, at, .. } if segment != seg.file.seq || at != offset => {
+            return Err(format!(
+                "sync mark names segment {segment} offset {at} but is in segment {} at offset {offset}",
+                seg.file.seq
+            ))
+        }
+        // A mark only matters to the search past a defect; it is not part of the log's state.
+        Record::Synced { .. } => return Ok(()),
+        _ => {}
     }
     s.check(&record).map_err(|c| c.to_string())?;
     let loc = Loc { seg: seg.file.seq, offset, len };

@@ -138,7 +138,7 @@ impl LogState {
             Record::Entry { index, .. } => self.check_append(*index),
             Record::Truncate { since } => self.check_truncate(*since),
             Record::Purge { upto, .. } => self.check_purge(*upto),
-            Record::Vote(_) | Record::Committed(_) | Record::Checkpoint(_) => Ok(()),
+            Record::Vote(_) | Record::Committed(_) | Record::Checkpoint(_) | Record::Synced { .. } => Ok(()),
         }
     }
 
@@ -153,6 +153,7 @@ impl LogState {
             Record::Checkpoint(_) => {
                 panic!("WAL bug: a checkpoint is not applied; it starts replay or is compared against it")
             }
+            Record::Synced { .. } => panic!("WAL bug: a sync mark is not part of the log's state"),
         }
     }
 

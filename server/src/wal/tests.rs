@@ -52,8 +52,11 @@ fn segment_paths(dir: &Path) -> Vec<PathBuf> {
     segment::list(dir).unwrap().into_iter().map(|(_, p)| p).collect()
 }
 
-/// (offset, frame length, record kind, entry index) of each record in a file.
-fn records_in(path: &Path) -> Vec<(u64, usize, &'static str, Option<u64>)> {
+/// (offset, frame length, record kind, entry index) of one record in a file.
+type RecordInfo = (u64, usize, &'static str, Option<u64>);
+
+/// Every record in a file.
+fn records_in(path: &Path) -> Vec<RecordInfo> {
     let buf = fs::read(path).unwrap();
     let mut scanner = Scanner::new(&buf);
     let mut out = Vec::new();
@@ -266,21 +269,34 @@ fn truncated_entries_keep_their_segment_until_purged_past() {
 }
 
 /// Writes entries 1..=4 into one segment and returns its path and the offset of
-/// the last record.
+/// the last entry's record. The file ends with the sync mark the flusher wrote
+/// after the fsync that covered the entries.
 fn four_entry_log(dir: &Path) -> (PathBuf, u64) {
     let (wal, _) = open(dir);
     append_durable(&wal, entries(1..=4));
     drop(wal);
     let path = segment_paths(dir).pop().unwrap();
-    let last = *records_in(&path).last().unwrap();
-    assert_eq!(last.3, Some(4));
-    (path, last.0)
+    let records = records_in(&path);
+    let last_entry = *records.iter().rev().find(|r| r.2 == "entry").unwrap();
+    assert_eq!(last_entry.3, Some(4));
+    let last = *records.last().unwrap();
+    assert_eq!(last.2, "sync mark", "a durable append is followed by its sync mark");
+    assert_eq!(last.0, last_entry.0 + last_entry.1 as u64, "the mark follows the entries it covers");
+    (path, last_entry.0)
+}
+
+/// Cuts `path` right after entry 4's record: a power cut lost the sync mark
+/// that would have ridden along with the next fsync.
+fn lose_trailing_sync_mark(path: &Path, last_entry_offset: u64) {
+    let frame = records_in(path).into_iter().find(|r| r.0 == last_entry_offset).unwrap().1;
+    fs::OpenOptions::new().write(true).open(path).unwrap().set_len(last_entry_offset + frame as u64).unwrap();
 }
 
 #[test]
 fn torn_tail_at_every_offset_of_the_last_record() {
     let base = tempfile::tempdir().unwrap();
     let (path, last_offset) = four_entry_log(base.path());
+    lose_trailing_sync_mark(&path, last_offset);
     let bytes = fs::read(&path).unwrap();
     let name = path.file_name().unwrap();
 
@@ -352,6 +368,7 @@ fn zero_filled_tail_recovers() {
 fn crc_bad_last_record_at_eof_is_torn() {
     let tmp = tempfile::tempdir().unwrap();
     let (path, last_offset) = four_entry_log(tmp.path());
+    lose_trailing_sync_mark(&path, last_offset);
     let len = fs::metadata(&path).unwrap().len();
     flip_byte(&path, len - 1);
     let (wal, report) = open(tmp.path());
@@ -367,6 +384,8 @@ fn flipped_byte_mid_log_is_corrupt() {
     let tmp = tempfile::tempdir().unwrap();
     let (path, _) = four_entry_log(tmp.path());
     let second = records_in(&path).into_iter().find(|r| r.3 == Some(2)).unwrap();
+    let mark = *records_in(&path).last().unwrap();
+    assert_eq!(mark.2, "sync mark");
     flip_byte(&path, second.0 + second.1 as u64 - 2);
     let before = fs::read(&path).unwrap();
 
@@ -376,10 +395,13 @@ fn flipped_byte_mid_log_is_corrupt() {
     let claimed = second.1 - record::HEADER_LEN;
     assert!(
         msg.starts_with(&format!(
-            "WAL corrupt: {} at offset {}: CRC mismatch (record claims {claimed} bytes); refusing to start — \
-             restore this node from a peer or remove its data directory",
+            "WAL corrupt: {} at offset {}: CRC mismatch (record claims {claimed} bytes), but the sync mark at \
+             offset {} says this segment was fsynced up to offset {}: damage to synced data, not a torn write; \
+             refusing to start — restore this node from a peer or remove its data directory",
             path.display(),
-            second.0
+            second.0,
+            mark.0,
+            mark.0,
         )),
         "{msg}"
     );
@@ -403,8 +425,7 @@ fn damage_in_a_non_last_segment_is_corrupt() {
     // non-last segment must be complete, so this is corruption, not a torn tail.
     let tmp = tempfile::tempdir().unwrap();
     let segs = setup(tmp.path());
-    let last = *records_in(&segs[0]).last().unwrap();
-    assert_eq!(last.2, "entry");
+    let last = *records_in(&segs[0]).iter().rev().find(|r| r.2 == "entry").unwrap();
     flip_byte(&segs[0], last.0 + last.1 as u64 - 1);
     let (path, offset, msg) = expect_corrupt(tmp.path());
     assert_eq!((path, offset), (segs[0].clone(), last.0));
@@ -829,4 +850,198 @@ fn randomized_operations_match_model() {
         let wal = reopen(tmp.path());
         check(&wal, &m, usize::MAX);
     }
+}
+
+/// Entries big enough that a 4 KiB page holds at most two of them.
+fn big_entries(range: std::ops::RangeInclusive<u64>) -> Vec<(u64, Vec<u8>)> {
+    range.map(|i| (i, vec![b'a' + (i % 26) as u8; 3000])).collect()
+}
+
+/// A log whose last batch (entries 5..=8) was written but whose fsync never completed: entries 1..=4 were
+/// acknowledged (fsynced, and their sync mark follows them), entries 5..=8 are the unsynced tail. Returns the
+/// segment path and the offsets of every record in it.
+fn log_with_unsynced_tail(dir: &Path, segment_bytes: u64) -> (PathBuf, Vec<RecordInfo>) {
+    let (wal, _) = open_small(dir, segment_bytes);
+    append_durable(&wal, big_entries(1..=4));
+    append_durable(&wal, big_entries(5..=8));
+    drop(wal);
+    let path = segment_paths(dir).pop().unwrap();
+    // The second fsync "never happened": its sync mark was never written.
+    let records = records_in(&path);
+    let last = *records.last().unwrap();
+    assert_eq!(last.2, "sync mark");
+    fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(last.0).unwrap();
+    (path, records[..records.len() - 1].to_vec())
+}
+
+fn damage(path: &Path, from: u64, len: usize, byte: u8) {
+    let file = fs::OpenOptions::new().write(true).open(path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &vec![byte; len], from).unwrap();
+}
+
+#[test]
+fn holes_in_the_unsynced_tail_are_a_torn_tail() {
+    // Pages of the unsynced tail written back out of order by a power cut: zeroed or stale pages with data
+    // that did arrive after them. Recovery cuts at the first hole and keeps every acknowledged entry.
+    // 10_000: the WAL rolls just before entry 5, so the unsynced tail is all of a new segment after its
+    // checkpoint (and the last sync mark is in the previous segment).
+    for segment_bytes in [DEFAULT_SEGMENT_BYTES, 10_000] {
+        for (case, byte) in [("zeroed", 0u8), ("garbage", 0xa5)] {
+            for hole_in in [5u64, 6, 7] {
+                let what = format!("{case} page in entry {hole_in}, segment_bytes {segment_bytes}");
+                let tmp = tempfile::tempdir().unwrap();
+                let (path, records) = log_with_unsynced_tail(tmp.path(), segment_bytes);
+                let target = *records.iter().find(|r| r.3 == Some(hole_in)).unwrap_or_else(|| panic!("{what}"));
+                if segment_bytes == 10_000 {
+                    assert_eq!(records.iter().filter_map(|r| r.3).collect::<Vec<_>>(), [5, 6, 7, 8], "{what}");
+                }
+                let len_before = fs::metadata(&path).unwrap().len();
+                // A page-sized hole starting inside the record; the later entries' bytes are still there.
+                let page_start = (target.0 + 16) & !4095;
+                let hole_start = page_start.max(target.0 + 16);
+                let hole_end = (page_start + 4096).min(target.0 + target.1 as u64);
+                damage(&path, hole_start, (hole_end - hole_start) as usize, byte);
+                assert!(hole_end < len_before, "{what}: data must follow the hole");
+
+                let (wal, report) = open_small(tmp.path(), segment_bytes);
+                let torn = report.torn_tail.clone().unwrap_or_else(|| panic!("{what}: expected a torn tail"));
+                assert_eq!((torn.path.clone(), torn.offset), (path.clone(), target.0), "{what}");
+                assert_eq!(torn.bytes_dropped, len_before - target.0, "{what}");
+                assert_eq!(read_all(&wal), big_entries(1..=hole_in - 1), "{what}: acknowledged entries kept");
+                // The log goes on after the repair.
+                append_durable(&wal, big_entries(hole_in..=hole_in));
+                drop(wal);
+                let (wal, report) = open_small(tmp.path(), segment_bytes);
+                assert_eq!(report.torn_tail, None, "{what}");
+                assert_eq!(read_all(&wal), big_entries(1..=hole_in), "{what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn hole_over_the_last_sync_mark_is_a_torn_tail() {
+    // The mark of the last completed fsync rides in the unsynced tail; losing it loses nothing acknowledged.
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, records) = log_with_unsynced_tail(tmp.path(), DEFAULT_SEGMENT_BYTES);
+    let mark = *records.iter().find(|r| r.2 == "sync mark").unwrap();
+    damage(&path, mark.0, mark.1, 0);
+    let (wal, report) = open(tmp.path());
+    assert_eq!(report.torn_tail.map(|t| t.offset), Some(mark.0));
+    assert_eq!(read_all(&wal), big_entries(1..=4));
+}
+
+#[test]
+fn damage_before_the_synced_point_is_refused() {
+    // Entries 1..=8 all acknowledged (both fsyncs completed, both marks on disk).
+    let setup = || {
+        let tmp = tempfile::tempdir().unwrap();
+        let (wal, _) = open(tmp.path());
+        append_durable(&wal, big_entries(1..=4));
+        append_durable(&wal, big_entries(5..=8));
+        drop(wal);
+        let path = segment_paths(tmp.path()).pop().unwrap();
+        let records = records_in(&path);
+        (tmp, path, records)
+    };
+    for (what, victim, byte, to_end) in [
+        ("zeroed page mid-log", 3u64, 0u8, false),
+        ("garbage mid-log", 6, 0x5a, false),
+        // The last acknowledged entry rotted to zeros up to its end: without sync marks only zeros followed it,
+        // which looked like a torn write, and the acknowledged entry was silently cut.
+        ("last entry zeroed to its end", 8, 0, true),
+    ] {
+        let (tmp, path, records) = setup();
+        let target = *records.iter().find(|r| r.3 == Some(victim)).unwrap();
+        let len = if to_end { target.1 - 20 } else { 2000 };
+        damage(&path, target.0 + 20, len, byte);
+        let before = fs::read(&path).unwrap();
+        let (bad, offset, msg) = expect_corrupt(tmp.path());
+        assert_eq!((bad, offset), (path.clone(), target.0), "{what}: {msg}");
+        assert!(msg.contains("damage to synced data"), "{what}: {msg}");
+        assert_eq!(fs::read(&path).unwrap(), before, "{what}: a refused open must not modify the file");
+    }
+}
+
+#[test]
+fn sync_mark_at_the_wrong_place_is_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, _) = four_entry_log(tmp.path());
+    let mut bytes = fs::read(&path).unwrap();
+    let at = bytes.len() as u64 + 8; // claims an offset it is not at
+    record::encode(&Record::Synced { segment: 1, at, synced: 10 }, &mut bytes);
+    fs::write(&path, &bytes).unwrap();
+    let (_, _, msg) = expect_corrupt(tmp.path());
+    assert!(msg.contains("sync mark names segment 1"), "{msg}");
+}
+
+#[test]
+fn clean_close_leaves_the_last_sync_mark_synced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wal, _) = open(tmp.path());
+    append_durable(&wal, entries(1..=3));
+    let fsyncs = wal.stats().fsyncs;
+    wal.close().unwrap();
+    let path = segment_paths(tmp.path()).pop().unwrap();
+    let kinds: Vec<_> = records_in(&path).iter().map(|r| r.2).collect();
+    assert_eq!(kinds, ["checkpoint", "entry", "entry", "entry", "sync mark"]);
+    assert!(fsyncs >= 1);
+}
+
+/// A full disk poisons the WAL: the hook fires once with the cause, `poisoned()` reports it, every later write
+/// fails, and after space is freed a reopen recovers everything that was acknowledged. Needs a tmpfs (root);
+/// skipped with a message otherwise.
+#[test]
+fn full_disk_poisons_once_and_reopen_recovers_the_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("small");
+    fs::create_dir_all(&dir).unwrap();
+    let mounted =
+        std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"]).arg(&dir).output();
+    match mounted {
+        Ok(o) if o.status.success() => {}
+        other => {
+            eprintln!("SKIPPED: cannot mount a tmpfs ({other:?}); run as root");
+            return;
+        }
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&dir);
+
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let hook: PoisonHook = {
+        let calls = Arc::clone(&calls);
+        Arc::new(move |reason: &str| calls.lock().unwrap().push(reason.to_string()))
+    };
+    let (wal, _) = open_opts(WalOptions { on_poison: Some(hook), ..WalOptions::new(&dir) });
+    let mut acked = 0;
+    let failure = loop {
+        let (tx, rx) = mpsc::channel();
+        let i = acked + 1;
+        if let Err(e) = wal.append(big_entries(i..=i), Box::new(move |r| tx.send(r).unwrap())) {
+            break e.to_string();
+        }
+        match rx.recv_timeout(TIMEOUT).unwrap() {
+            Ok(()) => acked = i,
+            Err(e) => break e.to_string(),
+        }
+        assert!(acked < 1000, "256 KiB never filled up");
+    };
+    assert!(failure.contains("No space left on device"), "{failure}");
+    assert!(wal.poisoned().is_some_and(|r| r.contains("No space left")), "{:?}", wal.poisoned());
+    assert!(matches!(wal.save_vote(b"v"), Err(WalError::Poisoned { .. })));
+    assert_eq!(calls.lock().unwrap().len(), 1, "the hook fires once: {:?}", calls.lock().unwrap());
+    drop(wal);
+
+    let out = std::process::Command::new("mount").args(["-o", "remount,size=4m"]).arg(&dir).output().unwrap();
+    assert!(out.status.success());
+    let (wal, _) = open(&dir);
+    let got = read_all(&wal);
+    assert!(got.len() as u64 >= acked, "{} entries recovered, {acked} acknowledged", got.len());
+    assert_eq!(got[..acked as usize], big_entries(1..=acked)[..], "every acknowledged entry is intact");
 }
