@@ -20,7 +20,6 @@ use std::{
 use anyhow::Context;
 use clap::Parser;
 use raftkv::{
-    client::Client,
     config::parse_duration,
     local_cluster::{LocalCluster, NodePorts},
 };
