@@ -1,4 +1,4 @@
-//! The chaos suite as CI runs it: a short run with every nemesis must find no violation, and the same harness
+//! The chaos suite as CI runs it: short runs with every nemesis (plain and TLS) must find no violation, and the same harness
 //! against a deliberately broken server (linearizable reads served locally) must find one.
 
 use std::{
@@ -88,4 +88,17 @@ fn five_nodes_short_run_finds_no_violation() {
     assert!(faults >= 5);
     assert_eq!(violations, 0, "violations found; see the report above");
     assert!(o.status.success());
+}
+
+#[test]
+fn a_tls_cluster_under_every_nemesis_finds_no_violation() {
+    let out = tempfile::tempdir().unwrap();
+    let (o, stdout) =
+        chaos(&["--tls", "--duration", "30s", "--seed", "19", "--hold", "2s", "--interval", "1s"], out.path());
+    let (ops, faults, violations) = summary(&stdout);
+    assert!(ops > 300, "the run itself failed or did too little (see stderr above): {ops}");
+    assert!(faults >= 5);
+    assert_eq!(violations, 0, "violations found; see the report above");
+    assert!(o.status.success());
+    assert!(out.path().join("history.json").exists(), "the TLS run recorded its history like any other");
 }

@@ -190,6 +190,7 @@ pub async fn run(
         peer_secret: config.peer_secret.as_deref().map(PeerSecret::new),
         traffic: Default::default(),
         client_addrs: Default::default(),
+        taking_part: std::sync::atomic::AtomicBool::new(true),
     });
     if config.unsafe_local_reads {
         tracing::warn!("UNSAFE: --unsafe-local-reads serves linearizable reads locally; reads may be stale");
@@ -212,6 +213,10 @@ pub async fn run(
     .await
     .map_err(|e| Error::Internal(format!("starting raft: {e}")))?;
     let initialized = raft.is_initialized().await.map_err(|e| Error::Internal(e.to_string()))?;
+    if !initialized && !config.initial_cluster.is_empty() {
+        // Before the peer port opens: see `refuse_amnesia`.
+        network.taking_part.store(false, std::sync::atomic::Ordering::Release);
+    }
 
     // Set when the node starts shutting down: servers stop accepting, and open streams (watches, events) end so
     // the graceful shutdown does not wait for them.
@@ -272,6 +277,7 @@ pub async fn run(
             }
             Err(e) => tracing::info!("not bootstrapping: {e}"),
         }
+        network.taking_part.store(true, std::sync::atomic::Ordering::Release);
     }
     let events = crate::events::EventLog::new();
     crate::events::spawn_metrics_watcher(config.id, &raft, events.clone());

@@ -82,6 +82,9 @@ impl PeerService {
     fn accept(&self, rpc: Rpc, req: Request<PeerMessage>) -> Result<PeerMessage, Status> {
         let msg = req.into_inner();
         self.authenticate(rpc, &msg)?;
+        if !self.network.taking_part.load(Ordering::Acquire) {
+            return Err(Status::unavailable("starting: checking with the cluster before taking part"));
+        }
         self.check(&msg)?;
         if !msg.client_addr.is_empty() {
             self.network.client_addrs.lock().insert(msg.from, msg.client_addr.clone());

@@ -109,10 +109,11 @@ pub async fn run(a: &ClusterArgs) -> anyhow::Result<ExitCode> {
     println!();
     for n in cluster.nodes.values() {
         println!(
-            "  node {}  grpc {}  http http://{}{}",
+            "  node {}  grpc {}  http http://{}  peer {}{}",
             n.id,
             n.addr,
             n.http,
+            n.peer,
             if n.id == leader { "  (leader)" } else { "" }
         );
     }

@@ -280,6 +280,9 @@ pub struct NetworkShared {
     /// Client addresses members announced in authenticated peer messages (the leader records them in the
     /// membership; see [`announce`](super::announce)).
     pub client_addrs: Mutex<BTreeMap<NodeId, String>>,
+    /// False while a fresh node decides whether it may bootstrap (`node::refuse_amnesia`): it answers `Hello`
+    /// but takes no part in Raft yet, so no peer can count it as a member that has run before it has.
+    pub taking_part: std::sync::atomic::AtomicBool,
 }
 
 /// Why a peer RPC failed below Raft.
@@ -356,7 +359,9 @@ impl NetworkShared {
         if reply.from != target {
             return Err(Unreachable(format!("{addr} answered as node {}, not node {target}", reply.from)));
         }
-        if !reply.client_addr.is_empty() {
+        // A Hello answer says nothing about having taken part (a fresh node answers it while deciding whether to
+        // start): only Raft traffic counts as the member having run.
+        if !reply.client_addr.is_empty() && !matches!(rpc, Rpc::Hello) {
             self.client_addrs.lock().insert(target, reply.client_addr.clone());
         }
         Ok(reply.body)
