@@ -2,7 +2,8 @@
 `raftkv serve` processes, to check the scripts themselves (their CLI calls, their parsing of its JSON, their
 steps) where the NixOS test driver cannot run. The VMs' stand-ins:
 
-  machine nodeN     a `raftkv serve` process on 127.0.0.(N+1): port 7001 (client gRPC), 7101 (HTTP), 7201 (peer)
+  machine nodeN     a `raftkv serve` process on 127.0.0.(N+1): port 7001 (client gRPC), 7101 (HTTP), 7201 (peer),
+                    with the VMs' peer secret
   execute(cmd)      the command run here by bash, with `nodeN:` and `localhost:` rewritten to that address
   crash() / start() kill -9 / start the process again (same data directory)
   block()/unblock() the nodes' fault-injection hook, both directions (as server/tests/vm_mirror.rs does)
@@ -55,7 +56,9 @@ class Machine:
                "--listen-peer", f"{a}:{PEER_PORT}", "--http", f"{a}:{HTTP_PORT}", "--data-dir", str(self.data),
                "--initial-cluster", cluster, "--fault-injection", "--request-timeout", "3s"]
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            # As nodes.nix: peers authenticate with a peer secret.
+            env = {**os.environ, "RAFTKV_PEER_SECRET": "vm-test-peer-secret"}
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
 
     def crash(self) -> None:
         print(f"{self.name}: crash (kill -9)")

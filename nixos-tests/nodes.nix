@@ -16,9 +16,12 @@ let
       nodeId = id;
       inherit initialCluster;
       openFirewall = true;
+      # Peers authenticate with the peer secret (a test secret: in the Nix store, which a real one must not be).
+      environmentFile = "/etc/raftkv.env";
       # The partition test's old leader must not keep a client waiting longer than the test does.
       extraArgs = [ "--request-timeout" "3s" ];
     };
+    environment.etc."raftkv.env".text = "RAFTKV_PEER_SECRET=vm-test-peer-secret\n";
     # The CLI, for the test script.
     environment.systemPackages = [ config.services.raftkv.package ];
     virtualisation.memorySize = 1024;
