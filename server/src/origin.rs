@@ -6,8 +6,9 @@
 //! rebinding** (a page on `evil.example` re-points its own name at `127.0.0.1`, so its requests are same-origin
 //! and carry `Host: evil.example`). The guard refuses both before the request reaches a handler:
 //!
-//! - `Host` must be an IP literal, `localhost`, or a name this server was told it is reached by (rebinding needs a
-//!   name the attacker controls, so it fails here);
+//! - on a browser's request (one with `Origin` or `Sec-Fetch-*` headers), `Host` must be an IP literal,
+//!   `localhost`, or a name this server was told it is reached by (rebinding needs a name the attacker controls, so
+//!   it fails here);
 //! - a request with an `Origin` (a browser) must come from the same origin as `Host`, or from an origin allowed
 //!   explicitly (`--cors-origin`, the dashboard's own origin); `*` allows every origin, as an explicit opt-in;
 //! - a state-changing request (anything but GET/HEAD) whose `Sec-Fetch-Site` says `cross-site` or `same-site` is
@@ -51,6 +52,14 @@ fn is_ip_literal(host: &str) -> bool {
 impl OriginPolicy {
     /// Why the request must be refused, if it must.
     pub fn check(&self, method: &Method, uri: &http::Uri, headers: &HeaderMap) -> Result<(), String> {
+        // Only browsers are a danger here, and they mark their requests: `Origin` on every cross-origin request
+        // and every POST, `Sec-Fetch-*` on every request. Other clients (gRPC libraries behind a load balancer,
+        // curl, probes) may name the server however they like.
+        let from_browser =
+            headers.contains_key(header::ORIGIN) || headers.keys().any(|k| k.as_str().starts_with("sec-fetch-"));
+        if !from_browser {
+            return Ok(());
+        }
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
@@ -176,8 +185,9 @@ mod tests {
         };
         let uri: http::Uri = "/api/nodes/1/kill".parse().unwrap();
         let post = Method::POST;
-        // Not a browser: no Origin.
+        // Not a browser: no Origin, no Sec-Fetch-*; any Host (a load balancer's name, say).
         assert!(p.check(&post, &uri, &headers(&[("host", "127.0.0.1:8080")])).is_ok());
+        assert!(p.check(&post, &uri, &headers(&[("host", "raftkv.default.svc:7001")])).is_ok());
         // The dashboard's own page.
         let own = [("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8080"), ("sec-fetch-site", "same-origin")];
         assert!(p.check(&post, &uri, &headers(&own)).is_ok());
@@ -190,9 +200,12 @@ mod tests {
         // DNS rebinding: same-origin, but under the attacker's name.
         let rebound = [("host", "evil.example:8080"), ("origin", "http://evil.example:8080")];
         assert!(p.check(&Method::GET, &uri, &headers(&rebound)).unwrap_err().contains("DNS rebinding"));
+        let rebound_get = [("host", "evil.example:8080"), ("sec-fetch-site", "same-origin")];
+        assert!(p.check(&Method::GET, &uri, &headers(&rebound_get)).unwrap_err().contains("DNS rebinding"));
         // A listed name and IPv6 literals pass.
-        assert!(p.check(&Method::GET, &uri, &headers(&[("host", "node1:7101")])).is_ok());
-        assert!(p.check(&Method::GET, &uri, &headers(&[("host", "[::1]:7101")])).is_ok());
+        let listed = [("host", "node1:7101"), ("sec-fetch-site", "none")];
+        assert!(p.check(&Method::GET, &uri, &headers(&listed)).is_ok());
+        assert!(p.check(&Method::GET, &uri, &headers(&[("host", "[::1]:7101"), ("sec-fetch-mode", "cors")])).is_ok());
         // A form POST from another site without Origin (old browsers) is still refused by Sec-Fetch-Site.
         assert!(p
             .check(&post, &uri, &headers(&[("host", "127.0.0.1:8080"), ("sec-fetch-site", "cross-site")]))

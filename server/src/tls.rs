@@ -414,3 +414,42 @@ pub fn make_test_pki(dir: &Path, node_ids: &[u64], hosts: &[String]) -> Result<(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &Path, name: &str) -> TlsFiles {
+        TlsFiles {
+            cert: dir.join(format!("{name}.pem")),
+            key: dir.join(format!("{name}-key.pem")),
+            trusted_ca: Some(dir.join("ca.pem")),
+            require_client_cert: true,
+        }
+    }
+
+    #[test]
+    fn certificates_reload_when_their_files_change_and_a_broken_file_keeps_the_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        make_test_pki(dir.path(), &[1], &["127.0.0.1".into()]).unwrap();
+        let f = files(dir.path(), "node-1");
+        let server = ReloadingServer::new(f.clone(), vec![b"h2"], "test").unwrap();
+        assert!(!server.reload(false), "nothing changed");
+        assert_eq!(server.generation(), 0);
+
+        // New certificates (another CA): picked up, without a restart.
+        make_test_pki(dir.path(), &[1], &["127.0.0.1".into()]).unwrap();
+        assert!(server.reload(true));
+        assert_eq!(server.generation(), 1);
+
+        // A half-written key: refused, the previous configuration stays in use.
+        std::fs::write(&f.key, "-----BEGIN PRIVATE KEY-----\ngarbage").unwrap();
+        assert!(!server.reload(true));
+        assert_eq!(server.generation(), 1, "a broken file is not loaded");
+
+        // A missing file is a clear error at start-up.
+        let missing = TlsFiles { cert: dir.path().join("nope.pem"), ..f };
+        let err = ReloadingServer::new(missing, vec![b"h2"], "test").err().unwrap().to_string();
+        assert!(err.contains("nope.pem"), "{err}");
+    }
+}

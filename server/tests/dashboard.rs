@@ -155,6 +155,28 @@ fn start_cluster_command(web_dir: &std::path::Path) -> ClusterCommand {
     ClusterCommand { child, dashboard, base, _dir: dir, _serial: serial }
 }
 
+/// A raw HTTP/1.1 request with extra header lines (a `Host:` line replaces the default one).
+async fn raw_request(addr: &str, method: &str, path: &str, headers: &[&str]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|h| h.starts_with("Host:")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for h in headers {
+        req.push_str(&format!("{h}\r\n"));
+    }
+    req.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+async fn raw_post(addr: &str, path: &str, headers: &[&str]) -> String {
+    raw_request(addr, "POST", path, headers).await
+}
+
 /// The HTTP status code and body of a raw response.
 fn parse(resp: &str) -> (u16, String) {
     let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -205,8 +227,28 @@ async fn cluster_command_serves_the_dashboard_and_breaks_nodes_on_request() {
     assert!(r.contains("partition"), "lists the actions: {r}");
     assert_eq!(parse(&http_post(&d, "/api/nodes/42/kill").await).0, 404);
 
-    // Pause and resume.
-    assert_eq!(parse(&http_post(&d, "/api/nodes/2/pause").await).0, 200);
+    // A page on another site cannot drive it (a "simple" POST needs no preflight), nor can a rebound host name.
+    let foreign =
+        raw_post(&d, "/api/nodes/1/pause", &["Origin: http://evil.example", "Sec-Fetch-Site: cross-site"]).await;
+    assert_eq!(parse(&foreign).0, 403, "{foreign}");
+    let rebound = raw_post(&d, "/api/nodes/1/kill", &["Host: evil.example", "Sec-Fetch-Site: same-origin"]).await;
+    assert_eq!(parse(&rebound).0, 403, "{rebound}");
+    assert_eq!(process_of(&d, 1).await.unwrap().0, "running", "node 1 was neither paused nor killed");
+    // The nodes grant CORS to the dashboard's page only.
+    let grpc = format!("127.0.0.1:{}", cc.base);
+    let own = raw_request(
+        &grpc,
+        "OPTIONS",
+        "/raftkv.v1.KV/Put",
+        &[&format!("Origin: http://{d}"), "Access-Control-Request-Method: POST"],
+    )
+    .await;
+    assert!(own.to_lowercase().contains(&format!("access-control-allow-origin: http://{d}")), "{own}");
+
+    // Pause and resume (from the dashboard's own page).
+    let same =
+        raw_post(&d, "/api/nodes/2/pause", &[&format!("Origin: http://{d}"), "Sec-Fetch-Site: same-origin"]).await;
+    assert_eq!(parse(&same).0, 200, "{same}");
     assert_eq!(process_of(&d, 2).await.unwrap().0, "paused");
     assert_eq!(parse(&http_post(&d, "/api/nodes/2/resume").await).0, 200);
     assert_eq!(process_of(&d, 2).await.unwrap().0, "running");

@@ -185,7 +185,8 @@ async fn foreign_web_pages_are_refused_and_the_dashboard_origin_allowed() {
         raw(&http, "POST", "/debug/partition?peers=2", &["Origin: http://evil.example", "Sec-Fetch-Site: cross-site"])
             .await;
     assert!(resp.starts_with("http/1.1 403"), "{resp}");
-    let resp = raw(&http, "POST", "/debug/partition?peers=2", &["Host: evil.example:80"]).await;
+    let resp =
+        raw(&http, "POST", "/debug/partition?peers=2", &["Host: evil.example:80", "Sec-Fetch-Site: same-origin"]).await;
     assert!(resp.starts_with("http/1.1 403") && resp.contains("rebinding"), "{resp}");
     let state = raw(&http, "GET", "/debug/partition", &[]).await;
     assert!(state.contains("\"blocked\":[]"), "nothing was partitioned: {state}");
