@@ -8,7 +8,7 @@
 //!
 //! With `--cert-file` the client and HTTP ports speak TLS only; with `--peer-cert-file` the peer port speaks
 //! mutual TLS only ([`crate::tls`]). A new member with an empty data directory first asks the cluster whether
-//! it is already a member that has run ([`refuse_amnesia`]); if so it refuses to start rather than vote with
+//! it is already a member that has run (`refuse_amnesia`); if so it refuses to start rather than vote with
 //! a log it has forgotten.
 //!
 //! [`run`] takes already-bound listeners and a shutdown future (mini-redis style), so tests and `raftkv cluster`

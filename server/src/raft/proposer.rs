@@ -18,7 +18,7 @@
 //!   write is refused at once with [`ProposeError::QueueFull`] (nothing was proposed: the client may retry);
 //! - a queued write whose client gave up (its reply channel is closed) or whose deadline passed is dropped before
 //!   it is proposed, and answered [`ProposeError::NotProposed`]. The waiting side and the batching task settle
-//!   who owns the write with one compare-and-swap ([`Ticket`]), so "not proposed" is never said of a write that
+//!   who owns the write with one compare-and-swap (`Ticket`), so "not proposed" is never said of a write that
 //!   was put into a batch.
 
 use std::{
