@@ -238,21 +238,9 @@ impl ApiContext {
         let last = if to == 0 { status.last_log_index } else { to.min(status.last_log_index) };
         let mut from = last.saturating_sub(limit - 1).max(first);
         // Bound the page by bytes before reading (the WAL's index knows each record's size): keep the newest
-        // entries, start the page later. The smallest `from` whose page fits, by bisection (sizes only grow as
-        // `from` moves back).
-        let wal = self.log_store.wal();
-        let fits = |from: u64| wal.entries_within(from, last + 1, LOG_PAGE_MAX_BYTES) >= last + 1 - from;
-        if from < last && !fits(from) {
-            let (mut lo, mut hi) = (from, last);
-            while lo < hi {
-                let mid = lo + (hi - lo) / 2;
-                if fits(mid) {
-                    hi = mid;
-                } else {
-                    lo = mid + 1;
-                }
-            }
-            from = lo;
+        // entries, start the page later.
+        if from < last {
+            from = self.log_store.wal().newest_start_within(from, last + 1, LOG_PAGE_MAX_BYTES);
         }
         let entries = if status.last_log_index == 0 || last < from {
             Vec::new()

@@ -49,18 +49,12 @@ pub fn spawn(raft: Raft, wal: Wal, threshold: u64, mut stopping: tokio::sync::wa
                 Action::Purge(snap) => {
                     let Some(first) = first else { continue };
                     let budget = (threshold / 4) as usize;
-                    let fits = |from: u64| wal.entries_within(from, snap + 1, budget) >= snap + 1 - from;
-                    if first > snap || kept(first, snap) == 0 || fits(first) {
+                    if first > snap || kept(first, snap) == 0 {
                         continue;
                     }
-                    let (mut lo, mut hi) = (first, snap);
-                    while lo < hi {
-                        let mid = lo + (hi - lo) / 2;
-                        if fits(mid) {
-                            hi = mid;
-                        } else {
-                            lo = mid + 1;
-                        }
+                    let lo = wal.newest_start_within(first, snap + 1, budget);
+                    if lo == first {
+                        continue;
                     }
                     tracing::info!(upto = lo - 1, snapshot = snap, "purging log entries kept behind the snapshot");
                     if raft.trigger().purge_log(lo - 1).await.is_err() {

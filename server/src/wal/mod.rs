@@ -429,6 +429,26 @@ impl Wal {
         n
     }
 
+    /// The first index of the newest run of entries below `end_exclusive`, starting at `start` or later, that fits
+    /// in `max_bytes` (by [`entries_within`](Self::entries_within); at least the last entry). Bisection: a run only
+    /// grows as its start moves back.
+    pub fn newest_start_within(&self, start: u64, end_exclusive: u64, max_bytes: usize) -> u64 {
+        let fits = |from: u64| self.entries_within(from, end_exclusive, max_bytes) >= end_exclusive - from;
+        if start + 1 >= end_exclusive || fits(start) {
+            return start;
+        }
+        let (mut lo, mut hi) = (start, end_exclusive - 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if fits(mid) {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        lo
+    }
+
     /// Writes `entries` (no fsync). They are visible to [`read`](Self::read) when
     /// this returns, and `on_durable` is called from the flusher thread once they
     /// are fsynced — or with the error if that fails. If `append` itself returns
