@@ -113,11 +113,7 @@ impl LocalCluster {
 
     /// The files a client of this cluster needs (None without TLS).
     pub fn client_tls(&self) -> Option<crate::tls::ClientTls> {
-        self.tls_dir.as_ref().map(|d| crate::tls::ClientTls {
-            cacert: Some(d.join("ca.pem")),
-            cert: Some(d.join("client.pem")),
-            key: Some(d.join("client-key.pem")),
-        })
+        self.tls_dir.as_deref().map(crate::tls::test_pki_client)
     }
 
     /// A client of this cluster (with its TLS files, if any).
@@ -127,25 +123,6 @@ impl LocalCluster {
             Some(t) => c.with_tls(t),
             None => Ok(c),
         }
-    }
-
-    /// `raftkv serve` flags for node `id`'s TLS files.
-    fn tls_args(&self, id: u64) -> Vec<String> {
-        let Some(d) = &self.tls_dir else { return Vec::new() };
-        let f = |name: &str| d.join(name).display().to_string();
-        let (cert, key, ca) = (f(&format!("node-{id}.pem")), f(&format!("node-{id}-key.pem")), f("ca.pem"));
-        [
-            ("--cert-file", &cert),
-            ("--key-file", &key),
-            ("--trusted-ca-file", &ca),
-            ("--peer-cert-file", &cert),
-            ("--peer-key-file", &key),
-            ("--peer-trusted-ca-file", &ca),
-        ]
-        .into_iter()
-        .flat_map(|(k, v)| [k.to_string(), v.clone()])
-        .chain(std::iter::once("--client-cert-auth".to_string()))
-        .collect()
     }
 
     /// Starts node `id` on `ports` with its data in `data_dir/node-id`. With `join`, the node asks that endpoint
@@ -185,7 +162,7 @@ impl LocalCluster {
     /// thread would take the node down with it.
     pub fn spawn(&mut self, id: u64) -> Result<()> {
         let exe = self.exe.clone();
-        let tls_args = self.tls_args(id);
+        let tls_args = self.tls_dir.as_deref().map(|d| crate::tls::test_pki_serve_args(d, id)).unwrap_or_default();
         let n = self.nodes.get_mut(&id).ok_or_else(|| Error::Config(format!("no node {id}")))?;
         let io = |e| Error::io(&n.log, "open log", e);
         let mut log = fs::OpenOptions::new().create(true).append(true).open(&n.log).map_err(io)?;

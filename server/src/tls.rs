@@ -382,6 +382,34 @@ pub async fn http_exchange(addr: &str, request: String, tls: Option<tokio_rustls
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// The client files [`make_test_pki`] wrote into `dir`.
+pub fn test_pki_client(dir: &Path) -> ClientTls {
+    ClientTls {
+        cacert: Some(dir.join("ca.pem")),
+        cert: Some(dir.join("client.pem")),
+        key: Some(dir.join("client-key.pem")),
+    }
+}
+
+/// `raftkv serve` flags for node `id` of a [`make_test_pki`] directory: TLS on every port, client certificates
+/// required, mutual TLS between peers.
+pub fn test_pki_serve_args(dir: &Path, id: u64) -> Vec<String> {
+    let f = |name: &str| dir.join(name).display().to_string();
+    let (cert, key, ca) = (f(&format!("node-{id}.pem")), f(&format!("node-{id}-key.pem")), f("ca.pem"));
+    [
+        ("--cert-file", &cert),
+        ("--key-file", &key),
+        ("--trusted-ca-file", &ca),
+        ("--peer-cert-file", &cert),
+        ("--peer-key-file", &key),
+        ("--peer-trusted-ca-file", &ca),
+    ]
+    .into_iter()
+    .flat_map(|(k, v)| [k.to_string(), v.clone()])
+    .chain(std::iter::once("--client-cert-auth".to_string()))
+    .collect()
+}
+
 /// Makes a throwaway CA and, for each node, one certificate valid for `hosts` as server and client (for
 /// `raftkv cluster --tls` and tests). Writes `ca.pem`, `ca-key.pem`, `node-ID.pem`, `node-ID-key.pem`,
 /// `client.pem` and `client-key.pem` into `dir`.

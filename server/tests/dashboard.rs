@@ -155,26 +155,8 @@ fn start_cluster_command(web_dir: &std::path::Path) -> ClusterCommand {
     ClusterCommand { child, dashboard, base, _dir: dir, _serial: serial }
 }
 
-/// A raw HTTP/1.1 request with extra header lines (a `Host:` line replaces the default one).
-async fn raw_request(addr: &str, method: &str, path: &str, headers: &[&str]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut req = format!("{method} {path} HTTP/1.1\r\n");
-    if !headers.iter().any(|h| h.starts_with("Host:")) {
-        req.push_str(&format!("Host: {addr}\r\n"));
-    }
-    for h in headers {
-        req.push_str(&format!("{h}\r\n"));
-    }
-    req.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 async fn raw_post(addr: &str, path: &str, headers: &[&str]) -> String {
-    raw_request(addr, "POST", path, headers).await
+    harness::http_request_with(addr, "POST", path, headers).await
 }
 
 /// The HTTP status code and body of a raw response.
@@ -236,7 +218,7 @@ async fn cluster_command_serves_the_dashboard_and_breaks_nodes_on_request() {
     assert_eq!(process_of(&d, 1).await.unwrap().0, "running", "node 1 was neither paused nor killed");
     // The nodes grant CORS to the dashboard's page only.
     let grpc = format!("127.0.0.1:{}", cc.base);
-    let own = raw_request(
+    let own = harness::http_request_with(
         &grpc,
         "OPTIONS",
         "/raftkv.v1.KV/Put",

@@ -11,30 +11,13 @@ use std::{
 
 use harness::{eventually, TestCluster, BIN};
 use raftkv_proto::{raft_client::RaftClient, PeerMessage};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 const SECRET: &str = "correct-horse-battery";
 
 /// One raw HTTP/1.1 exchange with extra header lines; returns the response, lower-cased.
 async fn raw(addr: &str, method: &str, path: &str, headers: &[&str]) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\n");
-    if !headers.iter().any(|h| h.to_ascii_lowercase().starts_with("host:")) {
-        req.push_str(&format!("Host: {addr}\r\n"));
-    }
-    for h in headers {
-        req.push_str(h);
-        req.push_str("\r\n");
-    }
-    req.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.expect("an answer").unwrap();
-    String::from_utf8_lossy(&out).to_lowercase()
-}
-
-fn raft_client(channel: tonic::transport::Channel) -> RaftClient<tonic::transport::Channel> {
-    RaftClient::new(channel)
+    harness::http_request_with(addr, method, path, headers).await.to_lowercase()
 }
 
 fn plain_channel(addr: &str) -> tonic::transport::Channel {
@@ -49,22 +32,22 @@ async fn the_raft_service_is_only_on_the_peer_port_and_peers_prove_the_secret() 
 
     // Not on the client port at all.
     let vote = PeerMessage { from: 9, to: leader, version: 1, ..Default::default() };
-    let err = raft_client(plain_channel(&cluster.addr(leader))).vote(vote.clone()).await.unwrap_err();
+    let err = RaftClient::new(plain_channel(&cluster.addr(leader))).vote(vote.clone()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented, "the client port has no Raft service: {err:?}");
 
     // On the peer port, an unsigned message, the old clear-text header, and a MAC under another secret fail.
     let peer = plain_channel(&cluster.peer_addr(leader));
-    let err = raft_client(peer.clone()).vote(vote.clone()).await.unwrap_err();
+    let err = RaftClient::new(peer.clone()).vote(vote.clone()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
     let mut req = tonic::Request::new(vote.clone());
     req.metadata_mut().insert("x-raftkv-peer-secret", SECRET.parse().unwrap());
-    let err = raft_client(peer.clone()).vote(req).await.unwrap_err();
+    let err = RaftClient::new(peer.clone()).vote(req).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "a secret in clear is not accepted: {err:?}");
     let mut forged = vote.clone();
     forged.sent_at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     forged.nonce = vec![1; 16];
     forged.mac = vec![0; 32];
-    let err = raft_client(peer).vote(forged).await.unwrap_err();
+    let err = RaftClient::new(peer).vote(forged).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
     assert!(err.message().contains("MAC"), "{err:?}");
 
@@ -131,7 +114,7 @@ async fn a_message_without_a_cluster_id_is_refused_once_the_cluster_is_known() {
     let cluster = TestCluster::start(1);
     cluster.wait_for_leader(Duration::from_secs(20)).await;
     let msg = PeerMessage { from: 2, to: 1, cluster_id: 0, version: 1, body: vec![1, 2, 3], ..Default::default() };
-    let err = raft_client(plain_channel(&cluster.peer_addr(1))).append_entries(msg).await.unwrap_err();
+    let err = RaftClient::new(plain_channel(&cluster.peer_addr(1))).append_entries(msg).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("without a cluster id"), "{err:?}");
 }
@@ -289,7 +272,7 @@ async fn a_tls_cluster_works_with_certificates_and_refuses_everyone_else() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("over-tls"), "{err}");
     assert!(err.contains("TLS failed") && err.contains("--cert"), "{err}");
     // Nor does the peer port answer anything without TLS (the handshake comes first; plain HTTP/2 is dropped).
-    let err = raft_client(plain_channel(&cluster.peer_addr(1)))
+    let err = RaftClient::new(plain_channel(&cluster.peer_addr(1)))
         .vote(PeerMessage { from: 2, to: 1, version: 1, ..Default::default() })
         .await
         .unwrap_err();

@@ -128,12 +128,7 @@ impl TestCluster {
 
     /// The client TLS files (CA, client certificate and key) of a TLS cluster.
     pub fn client_tls(&self) -> raftkv::tls::ClientTls {
-        let d = self.tls_dir.as_ref().expect("a TLS cluster");
-        raftkv::tls::ClientTls {
-            cacert: Some(d.join("ca.pem")),
-            cert: Some(d.join("client.pem")),
-            key: Some(d.join("client-key.pem")),
-        }
+        raftkv::tls::test_pki_client(self.tls_dir.as_ref().expect("a TLS cluster"))
     }
 
     fn with_tls(&self, c: Client) -> Client {
@@ -172,16 +167,7 @@ impl TestCluster {
             .arg(&n.data_dir)
             .arg("--fault-injection");
         if let Some(d) = &self.tls_dir {
-            let (cert, key, ca) =
-                (d.join(format!("node-{id}.pem")), d.join(format!("node-{id}-key.pem")), d.join("ca.pem"));
-            cmd.arg("--cert-file").arg(&cert).arg("--key-file").arg(&key).arg("--trusted-ca-file").arg(&ca);
-            cmd.arg("--client-cert-auth");
-            cmd.arg("--peer-cert-file")
-                .arg(&cert)
-                .arg("--peer-key-file")
-                .arg(&key)
-                .arg("--peer-trusted-ca-file")
-                .arg(&ca);
+            cmd.args(raftkv::tls::test_pki_serve_args(d, id));
         }
         if n.bootstrap.is_empty() {
             cmd.args(["--initial-cluster", &self.initial_cluster]);
@@ -346,13 +332,30 @@ pub async fn http_request(addr: &str, method: &str, path: &str) -> String {
 
 /// [`http_request`], or None when nothing listens at `addr` (yet).
 pub async fn try_http_request(addr: &str, method: &str, path: &str) -> Option<String> {
+    try_http_request_with(addr, method, path, &[]).await
+}
+
+/// A raw HTTP/1.1 request without a body, with extra header lines (a `Host:` line replaces the default one).
+pub async fn http_request_with(addr: &str, method: &str, path: &str, headers: &[&str]) -> String {
+    let r = tokio::time::timeout(Duration::from_secs(10), try_http_request_with(addr, method, path, headers));
+    r.await.expect("an answer within 10 s").expect("connect to the HTTP port")
+}
+
+async fn try_http_request_with(addr: &str, method: &str, path: &str, headers: &[&str]) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|h| h.to_ascii_lowercase().starts_with("host:")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for h in headers {
+        req.push_str(&format!("{h}\r\n"));
+    }
+    req.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    Some(out)
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 impl Drop for TestCluster {
