@@ -142,7 +142,7 @@ async fn run(args: &Args) -> anyhow::Result<record::History> {
     let dir = tempfile::Builder::new().prefix("raftkv-chaos-").tempdir()?;
     let ports: Vec<NodePorts> = (0..args.nodes).map(|_| NodePorts::free()).collect::<raftkv::Result<_>>()?;
     let mut serve_args: Vec<String> =
-        ["--snapshot-every", "500", "--keep-after-snapshot", "100", "--request-timeout", "2s"]
+        ["--snapshot-every", "500", "--keep-after-snapshot", "100", "--request-timeout", "2s", "--wal-sync-marker"]
             .into_iter()
             .map(String::from)
             .collect();

@@ -126,8 +126,14 @@ pub struct NodeConfig {
     pub cors_origins: Vec<String>,
     /// Enables the partition hook (for `raftkv cluster` and tests).
     pub fault_injection: bool,
+    /// Before each WAL fsync, record the point it covers in `wal-synced-marker` (for the chaos suite's
+    /// lose-the-unsynced-tail nemesis; it costs a second metadata write per fsync).
+    pub wal_sync_marker: bool,
     /// Write batches proposed but not yet applied, at most (see `raft::proposer`).
     pub proposals_in_flight: usize,
+    /// How the leader proves a linearizable read is not stale: a leader lease (no round trip; assumes clock rates
+    /// differ by less than 2x, see `raft::read_lease`), or a read-index round per batch of reads.
+    pub linearizable_reads: ReadMode,
     /// DELIBERATELY BROKEN: serve linearizable reads from the local state machine, without confirming leadership.
     /// Exists only so the chaos suite can prove its checker catches stale reads. Never use it.
     pub unsafe_local_reads: bool,
@@ -167,7 +173,9 @@ impl NodeConfig {
             wal_segment_bytes: 64 << 20,
             cors_origins: Vec::new(),
             fault_injection: false,
+            wal_sync_marker: false,
             proposals_in_flight: crate::raft::proposer::DEFAULT_IN_FLIGHT,
+            linearizable_reads: ReadMode::Lease,
             unsafe_local_reads: false,
             peer_secret: None,
             web_dir: None,
@@ -416,4 +424,13 @@ mod tests {
         c.initial_cluster_token = "another".into();
         assert_ne!(b, c.bootstrap_cluster_id(), "the token separates clusters with the same members");
     }
+}
+
+/// How linearizable reads confirm leadership (`--linearizable-reads`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReadMode {
+    /// A leader lease renewed by every acknowledged heartbeat: no round trip per read (see `raft::read_lease`).
+    Lease,
+    /// A round of heartbeats to a quorum, shared by every read that arrived before it (see `raft::read_index`).
+    ReadIndex,
 }

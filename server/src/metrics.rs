@@ -14,6 +14,8 @@ pub struct Metrics {
     pub request_seconds: HistogramVec,
     pub proposals: IntCounter,
     pub proposals_failed: IntCounter,
+    /// Linearizable reads served under the leader lease (no round).
+    pub lease_reads: IntCounter,
     pub apply_seconds: Histogram,
     pub fsync_seconds: Histogram,
     pub fsync_batch_records: Histogram,
@@ -65,6 +67,10 @@ impl Metrics {
             )),
             proposals: reg!(IntCounter::new("proposals_total", "commands proposed to Raft on this node")),
             proposals_failed: reg!(IntCounter::new("proposals_failed_total", "proposals that did not commit")),
+            lease_reads: reg!(IntCounter::new(
+                "lease_reads_total",
+                "linearizable reads served under the leader lease, without a round"
+            )),
             apply_seconds: reg!(Histogram::with_opts(
                 HistogramOpts::new("apply_seconds", "state machine apply latency per batch").buckets(latency_buckets())
             )),

@@ -165,7 +165,7 @@ pub async fn run(
         m.fsync_seconds.observe(d.as_secs_f64());
         m.fsync_batch_records.observe(records as f64);
     }));
-    if config.fault_injection {
+    if config.wal_sync_marker {
         wal_opts.synced_marker = Some(data_dir.path().join("wal-synced-marker"));
     }
     let failstop = crate::failstop::FailStop::new(); // fail-stop: a poisoned WAL stops the node
@@ -191,6 +191,7 @@ pub async fn run(
         traffic: Default::default(),
         client_addrs: Default::default(),
         taking_part: std::sync::atomic::AtomicBool::new(true),
+        read_lease: crate::raft::read_lease::ReadLease::new(config.raft.election_timeout_max),
     });
     if config.unsafe_local_reads {
         tracing::warn!("UNSAFE: --unsafe-local-reads serves linearizable reads locally; reads may be stale");
@@ -294,6 +295,7 @@ pub async fn run(
             config.proposals_in_flight,
             config.proposal_queue(),
         ),
+        read_index: crate::raft::read_index::ReadIndex::start(raft.clone()),
         state_machine: state_machine.clone(),
         log_store: log_store.clone(),
         network: network.clone(),
@@ -302,6 +304,7 @@ pub async fn run(
         limits: config.limits,
         default_timeout: config.request_timeout,
         unsafe_local_reads: config.unsafe_local_reads,
+        read_lease: config.linearizable_reads == crate::config::ReadMode::Lease,
         stopping,
     });
 

@@ -6,9 +6,10 @@
 //! - [`convert`]: protobuf ⇄ internal types, and request validation.
 //!
 //! [`ApiContext`] holds what every handler needs and implements the two consistency primitives:
-//! [`ApiContext::write`] (propose through Raft, wait for apply) and [`ApiContext::read_barrier`] (openraft's
-//! read-index: confirm leadership with a quorum, then wait until the state machine has applied up to the commit
-//! index seen at that moment). A node that is not the leader answers [`Error::NotLeader`] and the handlers forward
+//! [`ApiContext::write`] (propose through Raft, wait for apply) and [`ApiContext::read_barrier`] (the read index:
+//! confirm leadership with a quorum — one round shared by every read that arrived before it,
+//! [`crate::raft::read_index`] — then wait until the state machine has applied up to the commit index seen at that
+//! moment). A node that is not the leader answers [`Error::NotLeader`] and the handlers forward
 //! the original request to the leader, once (`x-raftkv-forwarded` prevents loops).
 
 pub mod cluster;
@@ -32,6 +33,7 @@ use crate::{
         log_store::LogStore,
         network::NetworkShared,
         proposer::{ProposeError, Proposer},
+        read_index::ReadIndex,
         state_machine::StateMachineStore,
         Command, CommandResponse, NodeId, Raft,
     },
@@ -52,6 +54,8 @@ pub struct ApiContext {
     pub raft: Raft,
     /// Batches writes into log entries.
     pub proposer: Proposer,
+    /// Lets one leadership confirmation serve every linearizable read that arrived before it.
+    pub read_index: ReadIndex,
     pub state_machine: StateMachineStore,
     pub log_store: LogStore,
     pub network: Arc<NetworkShared>,
@@ -61,6 +65,8 @@ pub struct ApiContext {
     pub limits: Limits,
     /// Used when the client sent no deadline.
     pub default_timeout: Duration,
+    /// Linearizable reads may use the leader lease (`--linearizable-reads lease`).
+    pub read_lease: bool,
     /// DELIBERATELY BROKEN mode for the chaos suite's self-test (see `NodeConfig::unsafe_local_reads`).
     pub unsafe_local_reads: bool,
     /// Becomes true when the node starts shutting down; long-lived streams end then.
@@ -204,14 +210,22 @@ impl ApiContext {
     /// Makes the next local read linearizable: confirms leadership with a quorum and waits for the state machine to
     /// catch up with the commit index observed then.
     pub async fn read_barrier(&self, deadline: Instant) -> Result<()> {
+        if let Some(index) = self.lease_read_index() {
+            self.metrics.lease_reads.inc();
+            return self.wait_applied(index, deadline).await;
+        }
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Error::NoLeader("deadline passed before leadership could be confirmed".into()));
             }
-            match tokio::time::timeout(left, self.raft.ensure_linearizable()).await {
-                Ok(Ok(_)) => return Ok(()),
-                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+            match tokio::time::timeout(left, self.read_index.confirm()).await {
+                Ok(None) => return Err(Error::Unavailable("node is shutting down".into())),
+                Ok(Some(Ok(read_index))) => {
+                    let Some(index) = read_index.map(|l| l.index) else { return Ok(()) };
+                    return self.wait_applied(index, deadline).await;
+                }
+                Ok(Some(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))))) => {
                     if let Some(e) =
                         self.not_leader(f.leader_id, f.leader_node.map(|n| n.addr).filter(|a| !a.is_empty()))
                     {
@@ -223,11 +237,51 @@ impl ApiContext {
                     }
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
+                Ok(Some(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))))) => {
                     return Err(Error::Unavailable(format!("cannot reach a quorum to confirm leadership: {e}")))
                 }
-                Ok(Err(RaftError::Fatal(e))) => return Err(Error::Unavailable(format!("raft stopped: {e}"))),
+                Ok(Some(Err(RaftError::Fatal(e)))) => return Err(Error::Unavailable(format!("raft stopped: {e}"))),
                 Err(_) => return Err(Error::DeadlineExceeded("leadership not confirmed before the deadline".into())),
+            }
+        }
+    }
+}
+
+impl ApiContext {
+    /// The read index from the leader lease, if this node holds it (see [`crate::raft::read_lease`]): the commit
+    /// index now, with leadership proven by a quorum's recent acknowledgements instead of a round.
+    fn lease_read_index(&self) -> Option<u64> {
+        if !self.read_lease {
+            return None;
+        }
+        // The vote in the log store, not openraft's metrics: it changes before this node can vote for another.
+        let vote = self.log_store.stored_vote()?;
+        let voters: std::collections::BTreeSet<NodeId> = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let membership = m.membership_config.membership();
+            // This term's first entry must be applied: everything earlier leaders committed is applied then.
+            let own_term_applied = m.last_applied.is_some_and(|l| l.leader_id == *vote.leader_id());
+            if !own_term_applied || membership.get_joint_config().len() != 1 {
+                return None; // not yet, or during a membership change: take the read index
+            }
+            membership.voter_ids().collect()
+        };
+        // Read after the lease check: at least the commit index when the read arrived.
+        let held = self.network.read_lease.held(self.id, Some(vote), &voters);
+        held.then(|| self.log_store.committed_index())
+    }
+
+    /// Waits until the state machine has applied `index`, or the deadline.
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<()> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.raft.wait(Some(left)).applied_index_at_least(Some(index), "read index").await {
+            Ok(_) => Ok(()),
+            Err(openraft::metrics::WaitError::Timeout(..)) => Err(Error::DeadlineExceeded(
+                "the state machine did not catch up with the read index before the deadline".into(),
+            )),
+            Err(openraft::metrics::WaitError::ShuttingDown) => {
+                Err(Error::Unavailable("raft stopped while waiting for apply".into()))
             }
         }
     }

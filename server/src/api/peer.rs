@@ -147,6 +147,10 @@ impl RaftRpc for PeerService {
 
     async fn vote(&self, req: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
         let msg = self.accept(Rpc::Vote, req)?;
+        if self.network.read_lease.refusing_votes() {
+            // See `raft::read_lease`: a node that just started may have forgotten it follows a live leader.
+            return Err(Status::unavailable("just started: not voting until a leader's lease could have run out"));
+        }
         let res = self.raft.vote(Self::body(&msg)?).await;
         Ok(self.reply(Rpc::Vote, &msg, &res))
     }

@@ -110,6 +110,10 @@ pub struct ServeArgs {
     /// Enable the partition hook on the HTTP port (testing only).
     #[arg(long, env = "RAFTKV_FAULT_INJECTION")]
     pub fault_injection: bool,
+    /// Before each WAL fsync, write the point it covers to DATA_DIR/wal-synced-marker, so a test harness can
+    /// cut off exactly the unsynced tail after a kill -9 (testing only: it roughly doubles the cost of an fsync).
+    #[arg(long, env = "RAFTKV_WAL_SYNC_MARKER")]
+    pub wal_sync_marker: bool,
     /// Write batches in flight at once on the leader (more = more parallelism, smaller batches).
     #[arg(long, env = "RAFTKV_PROPOSALS_IN_FLIGHT", default_value_t = raftkv::raft::proposer::DEFAULT_IN_FLIGHT)]
     pub proposals_in_flight: usize,
@@ -139,6 +143,11 @@ pub struct ServeArgs {
     #[arg(long, env = "RAFTKV_SNAPSHOT_WAL_BYTES", default_value_t = ResourceLimits::default().snapshot_wal_bytes)]
     pub snapshot_wal_bytes: u64,
     // --- end of bounded resources. ---
+    /// How the leader proves a linearizable read is current: `lease` (no round trip while a quorum acknowledged
+    /// a heartbeat within half the election timeout; assumes the members' clocks run at rates within 2x of each
+    /// other) or `read-index` (a heartbeat round to a quorum per batch of reads, no clock assumption).
+    #[arg(long, env = "RAFTKV_LINEARIZABLE_READS", value_enum, default_value_t = raftkv::config::ReadMode::Lease)]
+    pub linearizable_reads: raftkv::config::ReadMode,
     /// DELIBERATELY BROKEN: linearizable reads served locally without confirming leadership. Only for the chaos
     /// suite's self-test, which must catch the stale reads this causes.
     #[arg(long, hide = true)]
@@ -220,8 +229,10 @@ impl ServeArgs {
         c.watch_history = self.watch_history;
         c.cors_origins = self.cors_origin.clone();
         c.fault_injection = self.fault_injection;
+        c.wal_sync_marker = self.wal_sync_marker;
         c.proposals_in_flight = self.proposals_in_flight;
         c.unsafe_local_reads = self.unsafe_local_reads;
+        c.linearizable_reads = self.linearizable_reads;
         c.peer_secret = self.peer_secret.clone().filter(|s| !s.is_empty());
         c.web_dir = self.web_dir.clone();
         c.dashboard_endpoints = self.dashboard_endpoints.iter().filter(|e| !e.trim().is_empty()).cloned().collect();

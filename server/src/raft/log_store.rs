@@ -47,6 +47,9 @@ pub struct LogStore {
     /// The log id of the last entry appended, if nothing was truncated since: status reads it without touching the
     /// WAL.
     last: Arc<parking_lot::Mutex<Option<LogId>>>,
+    /// The vote last saved (durable; what `read_vote` would return). Set before `save_vote` returns, so before
+    /// openraft can answer a vote request with it: the leader lease checks it (see `raft::read_lease`).
+    vote: Arc<parking_lot::Mutex<Option<Vote>>>,
 }
 
 fn read_err(e: impl std::fmt::Display) -> StorageError {
@@ -64,7 +67,19 @@ fn vote_err(e: impl std::fmt::Display) -> StorageError {
 impl LogStore {
     pub fn new(wal: Wal, snapshot: DurableSnapshot) -> Self {
         let committed = wal.committed().and_then(|b| decode::<Option<LogId>>(&b).ok().flatten()).map_or(0, |l| l.index);
-        Self { wal, committed_index: Arc::new(AtomicU64::new(committed)), snapshot, last: Default::default() }
+        let vote = wal.vote().and_then(|b| decode::<Vote>(&b).ok());
+        Self {
+            wal,
+            committed_index: Arc::new(AtomicU64::new(committed)),
+            snapshot,
+            last: Default::default(),
+            vote: Arc::new(parking_lot::Mutex::new(vote)),
+        }
+    }
+
+    /// The vote in the log store: saved (durable) before openraft acts on it.
+    pub fn stored_vote(&self) -> Option<Vote> {
+        *self.vote.lock()
     }
 
     pub fn wal(&self) -> &Wal {
@@ -163,7 +178,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let bytes = encode(vote);
-        self.blocking(move |wal| wal.save_vote(&bytes)).await.map_err(vote_err)
+        self.blocking(move |wal| wal.save_vote(&bytes)).await.map_err(vote_err)?;
+        *self.vote.lock() = Some(*vote);
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {

@@ -17,6 +17,8 @@ pub mod log_store;
 pub mod network;
 pub mod peer_auth;
 pub mod proposer;
+pub mod read_index;
+pub mod read_lease;
 pub mod snapshot;
 pub mod snapshot_data;
 pub mod state_machine;

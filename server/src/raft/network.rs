@@ -283,6 +283,8 @@ pub struct NetworkShared {
     /// False while a fresh node decides whether it may bootstrap (`node::refuse_amnesia`): it answers `Hello`
     /// but takes no part in Raft yet, so no peer can count it as a member that has run before it has.
     pub taking_part: std::sync::atomic::AtomicBool,
+    /// Which followers accepted this leader's messages, and when (see [`super::read_lease`]).
+    pub read_lease: super::read_lease::ReadLease,
 }
 
 /// Why a peer RPC failed below Raft.
@@ -498,7 +500,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             )))));
         }
         let body = encode(&rpc);
-        self.call(Rpc::AppendEntries, body, rpc.entries.len() as u64, &option).await
+        let sent = super::read_lease::boottime();
+        let res: RpcResult<AppendEntriesResponse<NodeId>, _> =
+            self.call(Rpc::AppendEntries, body, rpc.entries.len() as u64, &option).await;
+        if matches!(&res, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            // The follower accepted this vote (and will refuse other candidates for a while): renews the lease.
+            self.shared.read_lease.acked(self.target, rpc.vote, sent);
+        }
+        res
     }
 
     async fn install_snapshot(
