@@ -227,6 +227,10 @@ struct Inner {
     write_seq: u64,
     /// Every write with a sequence number <= this is durable.
     synced_seq: u64,
+    /// The highest sequence number somebody waits to be durable (an append's callback, a blocking call). The
+    /// flusher syncs only up to demand: a write nobody waits for (the committed index) rides along with the next
+    /// sync instead of costing one of its own, which would delay the next append's.
+    wanted_seq: u64,
     records_written: u64,
     /// `records_written` as of the last group fsync (for the metrics hook).
     records_synced: u64,
@@ -311,6 +315,7 @@ impl Wal {
                 segments: recovered.segments.into(),
                 write_seq: 0,
                 synced_seq: 0,
+                wanted_seq: 0,
                 records_written: 0,
                 records_synced: 0,
                 fsyncs: 0,
@@ -487,6 +492,7 @@ impl Wal {
         // written before it is durable.
         let seq = inner.write_seq;
         inner.callbacks.push_back((seq, on_durable));
+        inner.wanted_seq = inner.wanted_seq.max(seq);
         core.wake_flusher.notify_one();
         Ok(())
     }
@@ -645,7 +651,6 @@ impl Core {
             return Err(err);
         }
         inner.write_seq += 1;
-        self.wake_flusher.notify_one();
         Ok(())
     }
 
@@ -697,6 +702,7 @@ impl Core {
 
     /// Blocks until the write with sequence number `seq` is durable.
     fn wait_synced(&self, mut inner: MutexGuard<'_, Inner>, seq: u64) -> Result<(), WalError> {
+        inner.wanted_seq = inner.wanted_seq.max(seq);
         self.wake_flusher.notify_one();
         loop {
             if inner.synced_seq >= seq {
@@ -851,7 +857,7 @@ fn run_flusher(core: Arc<Core>) {
 
     let mut inner = core.lock();
     loop {
-        let need_sync = inner.poisoned.is_none() && inner.synced_seq < inner.write_seq;
+        let need_sync = inner.poisoned.is_none() && inner.synced_seq < inner.wanted_seq;
         if !need_sync && inner.callbacks.is_empty() {
             if inner.closing {
                 if inner.mark_unsynced && inner.poisoned.is_none() {

@@ -166,6 +166,23 @@ fn metadata_survives_reopen() {
 }
 
 #[test]
+fn the_committed_index_costs_no_fsync_of_its_own_and_rides_along_with_the_next() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wal, _) = open(tmp.path());
+    append_durable(&wal, entries(1..=3));
+    let before = wal.stats().fsyncs;
+    wal.save_committed(b"commit-3").unwrap();
+    // Nobody waits for it: the flusher must not sync for it (it would delay the next append's sync).
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(wal.stats().fsyncs, before, "save_committed alone caused an fsync");
+    append_durable(&wal, entries(4..=4));
+    assert_eq!(wal.stats().fsyncs, before + 1, "one fsync covers the append and the committed index");
+    drop(wal);
+    let (wal, _) = open(tmp.path());
+    assert_eq!(wal.committed(), Some(b"commit-3".to_vec()));
+}
+
+#[test]
 fn truncate_then_append_then_reopen() {
     let tmp = tempfile::tempdir().unwrap();
     let (wal, _) = open(tmp.path());
