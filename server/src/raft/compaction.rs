@@ -3,8 +3,9 @@
 //! openraft triggers snapshots by entry count (`--snapshot-every`) and keeps `--keep-after-snapshot` entries
 //! behind each one, but one entry can hold megabytes, so between two count-triggered snapshots the WAL could
 //! reach many gigabytes on every node at once (issue 9, item 6). This task watches the WAL's size on this node:
-//! - once it is `threshold` bytes above its smallest size since the last snapshot, it asks openraft for a
-//!   snapshot (`raft.trigger().snapshot()`), at most one request in flight;
+//! - once the entries the last snapshot does not cover hold `threshold` bytes (from the WAL's in-memory index;
+//!   not the WAL's growth, which a purge and writes made during a snapshot build would both distort), it asks
+//!   openraft for a snapshot (`raft.trigger().snapshot()`), at most one request in flight;
 //! - after a snapshot, if the entries kept behind it hold more than `threshold / 4` bytes, it asks openraft to
 //!   purge up to the point where the kept entries fit that budget (`raft.trigger().purge_log`; openraft never
 //!   purges past the snapshot and waits for replication that is still reading those entries).
@@ -39,9 +40,15 @@ pub fn spawn(raft: Raft, wal: Wal, threshold: u64, mut stopping: tokio::sync::wa
             let snapshot = raft.metrics().borrow().snapshot.map(|l| l.index);
             let first = wal.first_index();
             let kept = |from: u64, upto: u64| wal.entries_within(from, upto + 1, usize::MAX);
-            match policy.observe(wal.stats().bytes, snapshot, Instant::now()) {
+            // The bytes of the entries the snapshot does not cover (from the WAL's in-memory index).
+            let uncovered = wal.last_index().map_or(0, |last| wal.entry_bytes(snapshot.map_or(0, |s| s + 1), last + 1));
+            match policy.observe(uncovered, snapshot, Instant::now()) {
                 Action::Snapshot => {
-                    tracing::info!(wal_bytes = wal.stats().bytes, threshold, "WAL grew past --snapshot-wal-bytes");
+                    tracing::info!(
+                        uncovered,
+                        threshold,
+                        "the WAL's entries since the last snapshot passed --snapshot-wal-bytes"
+                    );
                     if raft.trigger().snapshot().await.is_err() {
                         return;
                     }
@@ -78,36 +85,32 @@ enum Action {
 /// The decision, separate from the I/O so it can be tested.
 struct Policy {
     threshold: u64,
-    /// The smallest WAL size seen since the last snapshot (it drops when a purge deletes segments).
-    base: Option<u64>,
     snapshot: Option<u64>,
+    first_look: bool,
     requested: Option<Instant>,
 }
 
 impl Policy {
     fn new(threshold: u64) -> Self {
-        Self { threshold, base: None, snapshot: None, requested: None }
+        Self { threshold, snapshot: None, first_look: true, requested: None }
     }
 
-    fn observe(&mut self, bytes: u64, snapshot: Option<u64>, now: Instant) -> Action {
-        let mut action = Action::Nothing;
-        if snapshot != self.snapshot {
-            let first_look = self.base.is_none();
+    /// `uncovered`: the bytes of the WAL's entries newer than `snapshot`.
+    fn observe(&mut self, uncovered: u64, snapshot: Option<u64>, now: Instant) -> Action {
+        if snapshot != self.snapshot || self.first_look {
+            let first_look = std::mem::take(&mut self.first_look);
             self.snapshot = snapshot;
-            self.base = Some(bytes);
             self.requested = None;
             if let (false, Some(s)) = (first_look, snapshot) {
-                action = Action::Purge(s);
+                return Action::Purge(s);
             }
         }
-        let base = self.base.get_or_insert(bytes);
-        *base = (*base).min(bytes);
         let waiting = self.requested.is_some_and(|t| now.duration_since(t) < RETRY_AFTER);
-        if action == Action::Nothing && !waiting && bytes >= *base + self.threshold {
+        if !waiting && uncovered >= self.threshold {
             self.requested = Some(now);
-            action = Action::Snapshot;
+            return Action::Snapshot;
         }
-        action
+        Action::Nothing
     }
 }
 
@@ -116,18 +119,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn snapshots_on_growth_once_and_purges_after_each_snapshot() {
+    fn snapshots_once_the_uncovered_entries_pass_the_threshold_and_purges_after_each_snapshot() {
         let t0 = Instant::now();
         let mut p = Policy::new(100);
-        assert_eq!(p.observe(50, None, t0), Action::Nothing, "the first look sets the base");
-        assert_eq!(p.observe(149, None, t0), Action::Nothing);
-        assert_eq!(p.observe(150, None, t0), Action::Snapshot);
+        assert_eq!(p.observe(99, None, t0), Action::Nothing);
+        assert_eq!(p.observe(100, None, t0), Action::Snapshot);
         assert_eq!(p.observe(400, None, t0), Action::Nothing, "one request at a time");
         assert_eq!(p.observe(400, None, t0 + RETRY_AFTER), Action::Snapshot, "asked again when none came");
         assert_eq!(p.observe(410, Some(7), t0), Action::Purge(7));
-        // The purge shrank the WAL: growth is measured from the smallest size since the snapshot.
         assert_eq!(p.observe(60, Some(7), t0), Action::Nothing);
-        assert_eq!(p.observe(159, Some(7), t0), Action::Nothing);
         assert_eq!(p.observe(160, Some(7), t0), Action::Snapshot);
+    }
+
+    #[test]
+    fn entries_written_while_a_snapshot_was_built_count_even_if_nothing_more_comes() {
+        // All writes landed while the snapshot was built: 300 bytes are newer than it, and the WAL never grows again.
+        let t0 = Instant::now();
+        let mut p = Policy::new(100);
+        assert_eq!(p.observe(150, None, t0), Action::Snapshot);
+        assert_eq!(p.observe(300, Some(7), t0), Action::Purge(7));
+        assert_eq!(p.observe(300, Some(7), t0), Action::Snapshot);
     }
 }

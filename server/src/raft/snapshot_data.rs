@@ -1,8 +1,8 @@
 //! The snapshot bytes openraft moves around (its `SnapshotData`), without copying them for every use.
 //!
-//! The state machine keeps its latest serialized snapshot resident, to send it to lagging followers. With
-//! `Cursor<Vec<u8>>` every send and every build cloned the whole snapshot. [`SnapshotBytes`] instead *shares* the
-//! resident bytes (an `Arc`) for reading: openraft reads chunks out of it and seeks, and any number of sends share
+//! The state machine sends its latest serialized snapshot to lagging followers (read from disk when a send needs
+//! it, not kept resident). With `Cursor<Vec<u8>>` every send and every build cloned the whole snapshot.
+//! [`SnapshotBytes`] instead *shares* the loaded bytes (an `Arc`) for reading: openraft reads chunks out of it and seeks, and any number of sends share
 //! one copy. It is also what a follower receives into: writes go to an owned buffer, which the install then takes
 //! over without a copy ([`SnapshotBytes::into_shared`]).
 //!

@@ -17,7 +17,7 @@
 use std::{
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, Weak,
     },
     time::Instant,
 };
@@ -49,8 +49,10 @@ pub struct StateMachineData {
 struct Shared {
     data: RwLock<StateMachineData>,
     snapshots: SnapshotDir,
-    /// The latest snapshot: its metadata and the exact bytes sent to followers.
-    current: Mutex<Option<(SnapshotMeta, Arc<Vec<u8>>)>>,
+    /// The latest snapshot: its metadata, and its bytes while something (a send to a follower) still holds them.
+    /// They are not kept resident — they would cost as much memory again as the key space they encode; a send
+    /// reads them from `snapshots/current.snap`, and concurrent sends share one copy.
+    current: Mutex<Option<(SnapshotMeta, Weak<Vec<u8>>)>>,
     hub: WatchHub,
     seq: AtomicU64,
     metrics: Arc<Metrics>,
@@ -89,7 +91,7 @@ impl StateMachineStore {
                 if data.last_applied != meta.last_log_id {
                     return Err(corrupt("metadata and content disagree on the last applied log id".into()));
                 }
-                (data, Some((meta, Arc::new(bytes))))
+                (data, Some((meta, Weak::new())))
             }
             None => (StateMachineData::default(), None),
         };
@@ -155,7 +157,7 @@ impl StateMachineStore {
         if cur.as_ref().is_some_and(|(m, _)| m.last_log_id > meta.last_log_id) {
             return;
         }
-        *cur = Some((meta.clone(), bytes));
+        *cur = Some((meta.clone(), Arc::downgrade(&bytes)));
         self.shared.durable.advance(meta.last_log_id.map_or(0, |l| l.index));
         self.shared.metrics.snapshot_index.set(meta.last_log_id.map_or(0, |l| l.index) as i64);
     }
@@ -345,11 +347,24 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(self.shared.current.lock().as_ref().map(|(meta, bytes)| Snapshot {
-            meta: meta.clone(),
-            // Shared, not copied: every send reads the one resident copy.
-            snapshot: Box::new(SnapshotBytes::shared(bytes.clone())),
-        }))
+        let held = self.shared.current.lock().as_ref().map(|(meta, bytes)| (meta.clone(), bytes.upgrade()));
+        let meta = match held {
+            None => return Ok(None),
+            // Shared, not copied: concurrent sends read one copy.
+            Some((meta, Some(bytes))) => {
+                return Ok(Some(Snapshot { meta, snapshot: Box::new(SnapshotBytes::shared(bytes)) }))
+            }
+            Some((meta, None)) => meta,
+        };
+        let snapshots = self.shared.snapshots.clone();
+        let loaded = tokio::task::spawn_blocking(move || snapshots.load()).await.map_err(io_err)?.map_err(|e| {
+            openraft::StorageIOError::read_snapshot(Some(meta.signature()), openraft::AnyError::error(e.to_string()))
+        })?;
+        // The file holds the newest durable snapshot: the current one, or one saved since.
+        let Some((meta, bytes)) = loaded else { return Ok(None) };
+        let bytes = Arc::new(bytes);
+        self.set_current(&meta, bytes.clone());
+        Ok(Some(Snapshot { meta, snapshot: Box::new(SnapshotBytes::shared(bytes)) }))
     }
 }
 

@@ -434,6 +434,12 @@ impl Wal {
         n
     }
 
+    /// The record bytes of the entries from `start` on (below `end_exclusive`), from the in-memory index.
+    pub fn entry_bytes(&self, start: u64, end_exclusive: u64) -> u64 {
+        let inner = self.core().lock();
+        inner.state.locs(start, end_exclusive).map(|(_, loc)| loc.len as u64).sum()
+    }
+
     /// The first index of the newest run of entries below `end_exclusive`, starting at `start` or later, that fits
     /// in `max_bytes` (by [`entries_within`](Self::entries_within); at least the last entry). Bisection: a run only
     /// grows as its start moves back.
