@@ -70,6 +70,7 @@ async fn an_oversized_request_is_refused_naming_the_limit_and_costs_no_entry() {
     let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
     let c = cluster.client();
     c.put("k", "v").await.unwrap();
+    cluster.wait_members_recorded(leader, Duration::from_secs(20)).await;
     let before = cluster.status(leader).await.unwrap().last_log_index;
 
     // Through a follower too: it is refused there, before forwarding.

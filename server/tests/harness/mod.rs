@@ -285,6 +285,17 @@ impl TestCluster {
         .await
     }
 
+    /// Waits until the leader has recorded every member's client address (a membership entry of its own, appended
+    /// shortly after the first election) and applied its whole log: after this, only client writes add entries.
+    pub async fn wait_members_recorded(&self, leader: u64, timeout: Duration) {
+        eventually(timeout, "the leader recorded every member's client address", || async {
+            let s = self.status(leader).await?;
+            let all = !s.members.is_empty() && s.members.iter().all(|m| !m.addr.is_empty());
+            (all && s.applied_index == s.last_log_index).then_some(())
+        })
+        .await
+    }
+
     /// Waits until node `id` has applied at least `index`.
     pub async fn wait_applied(&self, id: u64, index: u64, timeout: Duration) {
         eventually(timeout, &format!("node {id} applied index >= {index}"), || async {
