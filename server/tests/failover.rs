@@ -115,6 +115,10 @@ async fn no_quorum_is_unavailable_not_a_hang() {
     let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
     cluster.client().put("before", "1").await.unwrap();
     let survivor = (1..=3).find(|i| *i != leader).unwrap();
+    // The survivor learns that the write committed only with the leader's next message: wait for it, so that the
+    // serializable read below has something to return.
+    let commit = cluster.status(leader).await.unwrap().commit_index;
+    cluster.wait_applied(survivor, commit, Duration::from_secs(10)).await;
     for id in (1..=3).filter(|i| *i != survivor) {
         cluster.kill(id);
     }
