@@ -288,12 +288,29 @@ impl TestCluster {
     /// Waits until the leader has recorded every member's client address (a membership entry of its own, appended
     /// shortly after the first election) and applied its whole log: after this, only client writes add entries.
     pub async fn wait_members_recorded(&self, leader: u64, timeout: Duration) {
-        eventually(timeout, "the leader recorded every member's client address", || async {
-            let s = self.status(leader).await?;
-            let all = !s.members.is_empty() && s.members.iter().all(|m| !m.addr.is_empty());
-            (all && s.applied_index == s.last_log_index).then_some(())
-        })
-        .await
+        // The leader records addresses every 500 ms (`raft::announce`), possibly in more than one entry: wait until
+        // every member has one and the log has not grown for three such periods.
+        let deadline = std::time::Instant::now() + timeout;
+        let mut stable: Option<(u64, std::time::Instant)> = None;
+        loop {
+            assert!(std::time::Instant::now() < deadline, "the leader's log did not settle within {timeout:?}");
+            if let Some(s) = self.status(leader).await {
+                let all = !s.members.is_empty() && s.members.iter().all(|m| !m.addr.is_empty());
+                if all && s.applied_index == s.last_log_index {
+                    match stable {
+                        Some((last, since)) if last == s.last_log_index => {
+                            if since.elapsed() >= Duration::from_millis(1500) {
+                                return;
+                            }
+                        }
+                        _ => stable = Some((s.last_log_index, std::time::Instant::now())),
+                    }
+                } else {
+                    stable = None;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until node `id` has applied at least `index`.
