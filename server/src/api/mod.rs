@@ -207,8 +207,8 @@ impl ApiContext {
         }
     }
 
-    /// Makes the next local read linearizable: confirms leadership with a quorum and waits for the state machine to
-    /// catch up with the commit index observed then.
+    /// Makes the next local read linearizable: proves leadership (the leader lease, else a read-index round) and
+    /// waits for the state machine to catch up with the commit index observed then.
     pub async fn read_barrier(&self, deadline: Instant) -> Result<()> {
         if let Some(index) = self.lease_read_index() {
             self.metrics.lease_reads.inc();
@@ -256,19 +256,18 @@ impl ApiContext {
         }
         // The vote in the log store, not openraft's metrics: it changes before this node can vote for another.
         let vote = self.log_store.stored_vote()?;
-        let voters: std::collections::BTreeSet<NodeId> = {
+        let held = {
             let m = self.raft.metrics();
             let m = m.borrow();
-            let membership = m.membership_config.membership();
             // This term's first entry must be applied: everything earlier leaders committed is applied then.
             let own_term_applied = m.last_applied.is_some_and(|l| l.leader_id == *vote.leader_id());
-            if !own_term_applied || membership.get_joint_config().len() != 1 {
-                return None; // not yet, or during a membership change: take the read index
+            match m.membership_config.membership().get_joint_config().as_slice() {
+                // One configuration (not a membership change): its voters, borrowed, no copy per read.
+                [voters] if own_term_applied => self.network.read_lease.held(self.id, Some(vote), voters),
+                _ => return None, // not yet, or during a membership change: take the read index
             }
-            membership.voter_ids().collect()
         };
         // Read after the lease check: at least the commit index when the read arrived.
-        let held = self.network.read_lease.held(self.id, Some(vote), &voters);
         held.then(|| self.log_store.committed_index())
     }
 
