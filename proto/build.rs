@@ -8,7 +8,14 @@ use std::{env, path::PathBuf};
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/raftkv/v1/kv.proto", "proto/raftkv/v1/cluster.proto", "proto/raftkv/v1/raft.proto"];
+    let files = [
+        "proto/raftkv/v1/kv.proto",
+        "proto/raftkv/v1/cluster.proto",
+        "proto/raftkv/v1/raft.proto",
+        "proto/etcd/etcdserverpb/rpc.proto",
+        "proto/etcd/mvccpb/kv.proto",
+        "proto/etcd/authpb/auth.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }
@@ -21,9 +28,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = env::var_os("CARGO_FEATURE_SERVER").is_some();
     tonic_prost_build::configure().build_server(server).build_client(true).build_transport(false).compile_fds(fds)?;
 
-    // etcd's KV subset, client only, for benchmarking against etcd with the same client.
-    println!("cargo:rerun-if-changed=proto/etcd/kv_subset.proto");
-    let etcd = protox::compile(["proto/etcd/kv_subset.proto"], ["proto"])?;
-    tonic_prost_build::configure().build_server(false).build_client(true).build_transport(false).compile_fds(etcd)?;
     Ok(())
 }

@@ -7,7 +7,10 @@
 //!
 //! - [`dashboard`]: the JSON of the dashboard's plain-HTTP endpoints (cluster discovery, process control).
 //!
-//! The `.proto` files live in `proto/raftkv/v1/`; they are compiled by `build.rs` with `protox`.
+//! - [`etcd`]: etcd v3's API (`etcdserverpb.KV`, `Watch`, `Cluster`, `Maintenance`, `Lease`, `Auth`), the second
+//!   front door of every node.
+//!
+//! The `.proto` files live in `proto/raftkv/v1/` and `proto/etcd/`; they are compiled by `build.rs` with `protox`.
 
 /// Everything in package `raftkv.v1`.
 #[allow(clippy::all, missing_docs)]
@@ -17,11 +20,20 @@ pub mod v1 {
 
 pub use v1::*;
 
-/// A wire-compatible subset of etcd v3's API (KV Put and Range, Maintenance Status), used only by `raftkv bench
-/// --target etcd` and `raftkv bench --vs-etcd`.
+/// etcd v3's gRPC API, wire-compatible (packages `etcdserverpb`, `mvccpb`, `authpb`; `proto/etcd/`): raftkv serves
+/// it next to `raftkv.v1`, and `raftkv bench --target etcd` drives a real etcd with it.
 #[allow(clippy::all, missing_docs)]
 pub mod etcd {
-    tonic::include_proto!("etcdserverpb");
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+    pub mod mvccpb {
+        tonic::include_proto!("mvccpb");
+    }
+    pub mod authpb {
+        tonic::include_proto!("authpb");
+    }
+    pub use etcdserverpb::*;
 }
 
 pub mod dashboard;

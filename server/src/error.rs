@@ -102,6 +102,80 @@ pub enum Error {
     /// The node stopped because it can no longer serve (see `failstop`); the process should be restarted.
     #[error("fatal: {0}; the node stopped so that a supervisor restarts it")]
     Fatal(String),
+
+    /// One of etcd's own errors, for the etcd API (clients match them by message).
+    #[error("{}", .0.message())]
+    Etcd(EtcdError),
+}
+
+/// etcd's server errors (`api/v3rpc/rpctypes`) that raftkv answers on its etcd API: the gRPC code and the exact
+/// message, because etcd's clients map errors by message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtcdError {
+    EmptyKey,
+    KeyNotFound,
+    ValueProvided,
+    LeaseProvided,
+    TooManyOps,
+    DuplicateKey,
+    InvalidSortOption,
+    Compacted,
+    FutureRev,
+    NoSpace,
+    LeaseNotFound,
+    MemberNotFound,
+    RequestTooLarge,
+    TooManyRequests,
+    AuthNotEnabled,
+    NoLeader,
+    NotLeader,
+    Stopped,
+    Timeout,
+    TimeoutDueToLeaderFail,
+    Unhealthy,
+}
+
+impl EtcdError {
+    pub fn code(self) -> tonic::Code {
+        use tonic::Code;
+        use EtcdError::*;
+        match self {
+            EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey | InvalidSortOption
+            | RequestTooLarge => Code::InvalidArgument,
+            Compacted | FutureRev => Code::OutOfRange,
+            NoSpace | TooManyRequests => Code::ResourceExhausted,
+            LeaseNotFound | MemberNotFound => Code::NotFound,
+            AuthNotEnabled | NotLeader => Code::FailedPrecondition,
+            NoLeader | Stopped | Timeout | TimeoutDueToLeaderFail | Unhealthy => Code::Unavailable,
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        use EtcdError::*;
+        match self {
+            EmptyKey => "etcdserver: key is not provided",
+            KeyNotFound => "etcdserver: key not found",
+            ValueProvided => "etcdserver: value is provided",
+            LeaseProvided => "etcdserver: lease is provided",
+            TooManyOps => "etcdserver: too many operations in txn request",
+            DuplicateKey => "etcdserver: duplicate key given in txn request",
+            InvalidSortOption => "etcdserver: invalid sort option",
+            Compacted => "etcdserver: mvcc: required revision has been compacted",
+            FutureRev => "etcdserver: mvcc: required revision is a future revision",
+            NoSpace => "etcdserver: mvcc: database space exceeded",
+            LeaseNotFound => "etcdserver: requested lease not found",
+            MemberNotFound => "etcdserver: member not found",
+            RequestTooLarge => "etcdserver: request is too large",
+            TooManyRequests => "etcdserver: too many requests",
+            AuthNotEnabled => "etcdserver: authentication is not enabled",
+            NoLeader => "etcdserver: no leader",
+            NotLeader => "etcdserver: not leader",
+            Stopped => "etcdserver: server stopped",
+            Timeout => "etcdserver: request timed out",
+            TimeoutDueToLeaderFail => "etcdserver: request timed out, possibly due to previous leader failure",
+            Unhealthy => "etcdserver: unhealthy cluster",
+        }
+    }
 }
 
 impl Error {
@@ -122,6 +196,7 @@ impl Error {
             Error::UnknownMember(_) => Code::NotFound,
             Error::FailedPrecondition(_) | Error::Config(_) | Error::RefuseStart(_) => Code::FailedPrecondition,
             Error::Forwarded(s) => return *s.clone(),
+            Error::Etcd(e) => return tonic::Status::new(e.code(), e.message()),
             Error::Io { .. }
             | Error::Wal(_)
             | Error::CorruptSnapshot { .. }
@@ -138,6 +213,35 @@ impl Error {
             }
         }
         status
+    }
+}
+
+impl Error {
+    /// The one conversion for the etcd API: etcd's code and message where etcd has the error (its clients match
+    /// on them), else the native status.
+    pub fn into_etcd_status(self) -> tonic::Status {
+        let etcd = match &self {
+            Error::Etcd(e) => Some(*e),
+            Error::TooLarge { .. } | Error::RequestTooLarge { .. } => Some(EtcdError::RequestTooLarge),
+            Error::NoSpace => Some(EtcdError::NoSpace),
+            Error::NoLeader(_) => Some(EtcdError::NoLeader),
+            Error::DeadlineExceeded(_) => Some(EtcdError::Timeout),
+            Error::OutcomeUnknown(_) => Some(EtcdError::TimeoutDueToLeaderFail),
+            Error::Compacted(_) => Some(EtcdError::Compacted),
+            Error::UnknownMember(_) => Some(EtcdError::MemberNotFound),
+            Error::ResourceExhausted(_) => Some(EtcdError::TooManyRequests),
+            Error::Fatal(_) => Some(EtcdError::Stopped),
+            _ => None,
+        };
+        match etcd {
+            Some(e) => {
+                if !matches!(self, Error::Etcd(_)) {
+                    tracing::debug!("etcd API: {self}");
+                }
+                tonic::Status::new(e.code(), e.message())
+            }
+            None => self.into_status(),
+        }
     }
 }
 

@@ -69,7 +69,7 @@ pub struct Event {
 }
 
 /// A key range: one key (`end == None`), `[start, end)`, or everything from `start` on (`end == Some([0])`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRange {
     pub start: Vec<u8>,
     pub end: Option<Vec<u8>>,
@@ -128,6 +128,8 @@ pub enum CompareTarget {
     Version,
     CreateRevision,
     ModRevision,
+    /// The lease a key is attached to (0 = none; raftkv has no leases yet, so every key compares as 0).
+    Lease,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,11 +140,12 @@ pub enum CompareOp {
     Less,
 }
 
-/// One condition of a transaction. An absent key compares as version = create = mod = 0 and no value (a value
-/// compare against an absent key is false, as in etcd).
+/// One condition of a transaction, over one key or every key of a range (etcd's `range_end` on a compare): it
+/// holds if it holds for every key there. An absent key (or an empty range) compares as version = create = mod =
+/// lease = 0, and a value compare against it is false, as in etcd.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxnCompare {
-    pub key: Vec<u8>,
+    pub range: KeyRange,
     pub target: CompareTarget,
     pub op: CompareOp,
     #[serde(with = "crate::raft::wire_bytes")]
@@ -157,28 +160,81 @@ pub enum TxnOp {
         #[serde(with = "crate::raft::wire_bytes")]
         value: Vec<u8>,
         prev_kv: bool,
+        /// Keep the key's current value (etcd's `ignore_value`); the key must exist.
+        ignore_value: bool,
+        /// Keep the key's current lease (etcd's `ignore_lease`); the key must exist.
+        ignore_lease: bool,
+        /// The lease to attach the key to (0 = none). raftkv has no leases yet: a non-zero one refuses the txn.
+        lease: i64,
     },
     Range(RangeQuery),
     Delete {
         range: KeyRange,
         prev_kv: bool,
     },
+    /// A nested transaction: its compares see the state left by the ops before it.
+    Txn {
+        compare: Vec<TxnCompare>,
+        success: Vec<TxnOp>,
+        failure: Vec<TxnOp>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOpResponse {
-    Put { prev_kv: Option<KeyValue> },
-    Range(RangeResult),
-    Delete { deleted: i64, prev_kvs: Vec<KeyValue> },
+    /// `revision` (here and below): the key space's revision as this op left it inside the transaction — the
+    /// revision before the transaction until its first change, the transaction's own from then on (etcd's
+    /// nested response headers).
+    Put {
+        prev_kv: Option<KeyValue>,
+        revision: i64,
+    },
+    Range(RangeResult, i64),
+    Delete {
+        deleted: i64,
+        prev_kvs: Vec<KeyValue>,
+        revision: i64,
+    },
+    Txn {
+        succeeded: bool,
+        responses: Vec<TxnOpResponse>,
+    },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// How a range orders its result (etcd's `sort_order` / `sort_target`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SortOrder {
+    /// Key order, ascending (the map's own order).
+    #[default]
+    None,
+    Ascend,
+    Descend,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SortTarget {
+    #[default]
+    Key,
+    Version,
+    Create,
+    Mod,
+    Value,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeQuery {
     pub range: KeyRange,
     /// 0 = unlimited.
     pub limit: i64,
     pub keys_only: bool,
     pub count_only: bool,
+    pub sort_order: SortOrder,
+    pub sort_target: SortTarget,
+    /// Bounds on the returned keys' revisions (0 = no bound). They filter `kvs`, not `count` (as in etcd).
+    pub min_mod_revision: i64,
+    pub max_mod_revision: i64,
+    pub min_create_revision: i64,
+    pub max_create_revision: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +244,15 @@ pub struct RangeResult {
     pub count: i64,
 }
 
+/// Why a transaction was refused as a whole when it was applied (nothing of it took effect).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnRefused {
+    /// A put with `ignore_value` or `ignore_lease` of a key that does not exist (etcd's `key not found`).
+    KeyNotFound,
+    /// A put naming a lease that does not exist (etcd's `requested lease not found`).
+    LeaseNotFound,
+}
+
 /// The ordered key space with its revision counter.
 #[derive(Debug, Clone, Default)]
 pub struct KeySpace {
@@ -195,6 +260,8 @@ pub struct KeySpace {
     revision: i64,
     /// Sum of `entry_size` over live keys.
     bytes: u64,
+    /// Revisions are numbered as etcd's (see [`Self::adopt_etcd_revisions`]).
+    etcd_revisions: bool,
 }
 
 /// What one live key counts towards the storage quota.
@@ -241,23 +308,64 @@ impl KeySpace {
         }
     }
 
+    /// A range read with etcd's semantics: `count` is every key in the range; the revision bounds then filter,
+    /// the sort orders, and `limit` cuts (setting `more`). Without a sort or bound, it stops early at `limit`.
     pub fn range(&self, q: &RangeQuery) -> RangeResult {
         let mut out = RangeResult::default();
         let limit = if q.limit > 0 { q.limit as usize } else { usize::MAX };
+        let filtered = q.sort_order != SortOrder::None
+            || q.sort_target != SortTarget::Key
+            || q.min_mod_revision != 0
+            || q.max_mod_revision != 0
+            || q.min_create_revision != 0
+            || q.max_create_revision != 0;
+        let keep = |m: &Meta| {
+            !(q.max_mod_revision != 0 && m.mod_revision > q.max_mod_revision
+                || q.min_mod_revision != 0 && m.mod_revision < q.min_mod_revision
+                || q.max_create_revision != 0 && m.create_revision > q.max_create_revision
+                || q.min_create_revision != 0 && m.create_revision < q.min_create_revision)
+        };
         for (k, m) in self.iter_range(&q.range) {
             out.count += 1;
             if q.count_only {
                 continue;
             }
-            if out.kvs.len() >= limit {
+            if !filtered && out.kvs.len() >= limit {
                 out.more = true;
                 continue;
             }
-            let mut kv = m.to_kv(k);
-            if q.keys_only {
-                kv.value.clear();
+            if !keep(m) {
+                continue;
             }
-            out.kvs.push(kv);
+            out.kvs.push(m.to_kv(k));
+        }
+        if filtered {
+            // etcd sorts ascending by a non-key target when no order is given. Stable: ties stay in key order.
+            let order = match (q.sort_order, q.sort_target) {
+                (SortOrder::None, SortTarget::Key) => SortOrder::None,
+                (SortOrder::None, _) => SortOrder::Ascend,
+                (o, _) => o,
+            };
+            let by = |a: &KeyValue, b: &KeyValue| match q.sort_target {
+                SortTarget::Key => a.key.cmp(&b.key),
+                SortTarget::Version => a.version.cmp(&b.version),
+                SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+                SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+                SortTarget::Value => a.value.cmp(&b.value),
+            };
+            match order {
+                SortOrder::None => {}
+                SortOrder::Ascend => out.kvs.sort_by(by),
+                SortOrder::Descend => out.kvs.sort_by(|a, b| by(b, a)),
+            }
+            if out.kvs.len() > limit {
+                out.kvs.truncate(limit);
+                out.more = true;
+            }
+        }
+        // After sorting: a sort by value sorts by the values keys_only leaves out (as etcd's does).
+        if q.keys_only {
+            out.kvs.iter_mut().for_each(|kv| kv.value.clear());
         }
         out
     }
@@ -307,66 +415,181 @@ impl KeySpace {
     }
 
     fn compare(&self, c: &TxnCompare) -> bool {
-        let meta = self.map.get(&c.key);
-        let ord = match c.target {
-            CompareTarget::Value => match meta {
-                Some(m) => m.value.as_slice().cmp(c.value.as_slice()),
-                None => return false,
-            },
-            CompareTarget::Version => meta.map_or(0, |m| m.version).cmp(&c.number),
-            CompareTarget::CreateRevision => meta.map_or(0, |m| m.create_revision).cmp(&c.number),
-            CompareTarget::ModRevision => meta.map_or(0, |m| m.mod_revision).cmp(&c.number),
+        let holds = |m: Option<&Meta>| {
+            let ord = match c.target {
+                CompareTarget::Value => match m {
+                    Some(m) => m.value.as_slice().cmp(c.value.as_slice()),
+                    None => return false,
+                },
+                CompareTarget::Version => m.map_or(0, |m| m.version).cmp(&c.number),
+                CompareTarget::CreateRevision => m.map_or(0, |m| m.create_revision).cmp(&c.number),
+                CompareTarget::ModRevision => m.map_or(0, |m| m.mod_revision).cmp(&c.number),
+                CompareTarget::Lease => 0.cmp(&c.number),
+            };
+            match c.op {
+                CompareOp::Equal => ord.is_eq(),
+                CompareOp::NotEqual => ord.is_ne(),
+                CompareOp::Greater => ord.is_gt(),
+                CompareOp::Less => ord.is_lt(),
+            }
         };
-        match c.op {
-            CompareOp::Equal => ord.is_eq(),
-            CompareOp::NotEqual => ord.is_ne(),
-            CompareOp::Greater => ord.is_gt(),
-            CompareOp::Less => ord.is_lt(),
+        let mut any = false;
+        for (_, m) in self.iter_range(&c.range) {
+            any = true;
+            if !holds(Some(m)) {
+                return false;
+            }
         }
+        any || holds(None)
     }
 
-    /// Runs a transaction atomically. All writes of the chosen branch share one new revision (bumped only if the
-    /// branch writes anything). Reads inside the branch see the branch's earlier writes.
+    /// Whether the branches that will run write anything. Like every compare of a transaction, nested ones
+    /// included, this is judged against the state before the transaction (as etcd does: it picks the whole path
+    /// through nested transactions before running any op).
+    fn writes(&self, ops: &[TxnOp]) -> bool {
+        ops.iter().any(|op| match op {
+            TxnOp::Put { .. } => true,
+            TxnOp::Delete { range, .. } => self.iter_range(range).next().is_some(),
+            TxnOp::Range(_) => false,
+            TxnOp::Txn { compare, success, failure } => {
+                self.writes(if compare.iter().all(|c| self.compare(c)) { success } else { failure })
+            }
+        })
+    }
+
+    /// Why the branches that will run cannot run (etcd checks the puts on the path, in order, before any op).
+    fn refusal(&self, ops: &[TxnOp]) -> Option<TxnRefused> {
+        ops.iter().find_map(|op| match op {
+            TxnOp::Put { key, ignore_value, ignore_lease, .. }
+                if (*ignore_value || *ignore_lease) && !self.map.contains_key(key) =>
+            {
+                Some(TxnRefused::KeyNotFound)
+            }
+            TxnOp::Put { lease, .. } if *lease != 0 => Some(TxnRefused::LeaseNotFound),
+            TxnOp::Txn { compare, success, failure } => {
+                self.refusal(if compare.iter().all(|c| self.compare(c)) { success } else { failure })
+            }
+            _ => None,
+        })
+    }
+
+    /// Runs a transaction atomically. All writes of the chosen branch (nested ones included) share one new
+    /// revision, bumped only if something is written. Reads inside see the transaction's earlier writes. A
+    /// transaction that is refused ([`TxnRefused`]) changes nothing.
     pub fn txn(
         &mut self,
         compare: &[TxnCompare],
         success: Vec<TxnOp>,
         failure: Vec<TxnOp>,
-    ) -> (bool, Vec<TxnOpResponse>, Vec<Event>) {
+    ) -> Result<(bool, Vec<TxnOpResponse>, Vec<Event>), TxnRefused> {
         let succeeded = compare.iter().all(|c| self.compare(c));
         let ops = if succeeded { success } else { failure };
-        let writes = ops.iter().any(|op| match op {
-            TxnOp::Put { .. } => true,
-            TxnOp::Delete { range, .. } => self.iter_range(range).next().is_some(),
-            TxnOp::Range(_) => false,
-        });
-        let rev = if writes { self.revision + 1 } else { self.revision };
-        let mut events = Vec::new();
-        let mut responses = Vec::with_capacity(ops.len());
-        for op in ops {
-            match op {
-                TxnOp::Put { key, value, prev_kv } => {
-                    let ev = self.put_at(key, value, rev);
-                    responses.push(TxnOpResponse::Put { prev_kv: if prev_kv { ev.prev_kv.clone() } else { None } });
-                    events.push(ev);
-                }
-                TxnOp::Range(q) => responses.push(TxnOpResponse::Range(self.range(&q))),
-                TxnOp::Delete { range, prev_kv } => {
-                    let keys: Vec<Vec<u8>> = self.iter_range(&range).map(|(k, _)| k.clone()).collect();
-                    let evs = self.delete_at(keys, rev);
-                    responses.push(TxnOpResponse::Delete {
-                        deleted: evs.len() as i64,
-                        prev_kvs: if prev_kv { evs.iter().filter_map(|e| e.prev_kv.clone()).collect() } else { vec![] },
-                    });
-                    events.extend(evs);
-                }
-            }
+        if let Some(refused) = self.refusal(&ops) {
+            return Err(refused);
         }
+        let writes = self.writes(&ops);
+        let rev = if writes { self.revision + 1 } else { self.revision };
+        let mut path = Vec::new();
+        self.choose(&ops, &mut path);
+        let mut path = path.into_iter();
+        // A key can change twice in one txn (a put and a from-key delete over it: etcd's duplicate check lets that
+        // through). Its events' previous values are then those before the txn, as etcd's watchers report them
+        // (the value at the revision before); the ops' own responses see the txn's earlier writes.
+        let before = writes.then(|| self.map.clone()); // O(1): a persistent map
+        let mut events = Vec::new();
+        let responses = self.run_ops(ops, rev, &mut path, &mut events);
         if writes {
             self.revision = rev;
         }
+        if let Some(before) = before {
+            for e in &mut events {
+                // A put that creates the key has none (etcd does not look one up for a create).
+                let creates = e.kind == EventKind::Put && e.kv.create_revision == e.kv.mod_revision;
+                e.prev_kv = if creates { None } else { before.get(&e.kv.key).map(|m| m.to_kv(&e.kv.key)) };
+            }
+        }
         debug_assert!(events.iter().all(|e| e.kv.mod_revision == self.revision));
-        (succeeded, responses, events)
+        Ok((succeeded, responses, events))
+    }
+
+    /// The outcome of every nested transaction that will run, in the order they will run, decided against the
+    /// state before any op runs.
+    fn choose(&self, ops: &[TxnOp], path: &mut Vec<bool>) {
+        for op in ops {
+            if let TxnOp::Txn { compare, success, failure } = op {
+                let succeeded = compare.iter().all(|c| self.compare(c));
+                path.push(succeeded);
+                self.choose(if succeeded { success } else { failure }, path);
+            }
+        }
+    }
+
+    fn run_ops(
+        &mut self,
+        ops: Vec<TxnOp>,
+        rev: i64,
+        path: &mut std::vec::IntoIter<bool>,
+        events: &mut Vec<Event>,
+    ) -> Vec<TxnOpResponse> {
+        // Before the first change of this txn, ops see the revision before it; after it, the txn's own.
+        let begin = self.revision;
+        let seen = |events: &Vec<Event>| if events.is_empty() { begin } else { rev };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            match op {
+                TxnOp::Put { key, value, prev_kv, ignore_value, .. } => {
+                    let value = match (ignore_value, self.map.get(&key)) {
+                        (true, Some(m)) => m.value.clone(),
+                        _ => value,
+                    };
+                    let ev = self.put_at(key, value, rev);
+                    let prev_kv = if prev_kv { ev.prev_kv.clone() } else { None };
+                    events.push(ev);
+                    responses.push(TxnOpResponse::Put { prev_kv, revision: rev });
+                }
+                TxnOp::Range(q) => responses.push(TxnOpResponse::Range(self.range(&q), seen(events))),
+                TxnOp::Delete { range, prev_kv } => {
+                    let keys: Vec<Vec<u8>> = self.iter_range(&range).map(|(k, _)| k.clone()).collect();
+                    let evs = self.delete_at(keys, rev);
+                    let deleted = evs.len() as i64;
+                    let prev_kvs =
+                        if prev_kv { evs.iter().filter_map(|e| e.prev_kv.clone()).collect() } else { vec![] };
+                    events.extend(evs);
+                    responses.push(TxnOpResponse::Delete { deleted, prev_kvs, revision: seen(events) });
+                }
+                TxnOp::Txn { success, failure, .. } => {
+                    let succeeded = path.next().expect("a nested transaction's outcome was chosen up front");
+                    let ops = if succeeded { success } else { failure };
+                    let responses_inner = self.run_ops(ops, rev, path, events);
+                    responses.push(TxnOpResponse::Txn { succeeded, responses: responses_inner });
+                }
+            }
+        }
+        responses
+    }
+
+    /// The one-time switch to etcd's revision numbering (a fresh store is at revision 1, the first write is 2),
+    /// applied by the [`crate::raft::Command::EtcdRevisions`] entry at the same log position on every member:
+    /// every revision so far moves up by one. Returns false (and changes nothing) if it was already done.
+    pub fn adopt_etcd_revisions(&mut self) -> bool {
+        if self.etcd_revisions {
+            return false;
+        }
+        self.etcd_revisions = true;
+        self.revision += 1;
+        let keys: Vec<Vec<u8>> = self.map.keys().cloned().collect();
+        for k in keys {
+            if let Some(m) = self.map.get_mut(&k) {
+                m.create_revision += 1;
+                m.mod_revision += 1;
+            }
+        }
+        true
+    }
+
+    /// Whether [`Self::adopt_etcd_revisions`] was applied.
+    pub fn etcd_revisions(&self) -> bool {
+        self.etcd_revisions
     }
 
     pub fn to_image(&self) -> KeySpaceImage {
@@ -377,7 +600,7 @@ impl KeySpace {
     }
 
     /// Rebuilds a key space from a snapshot image, refusing an inconsistent one.
-    pub fn from_image(image: KeySpaceImage) -> Result<Self, String> {
+    pub fn from_image(image: KeySpaceImage, etcd_revisions: bool) -> Result<Self, String> {
         let map: OrdMap<Vec<u8>, Meta> = image.entries.into_iter().collect();
         for (k, m) in &map {
             if !(m.create_revision <= m.mod_revision && m.mod_revision <= image.revision && m.version >= 1) {
@@ -389,7 +612,7 @@ impl KeySpace {
             }
         }
         let bytes = map.iter().map(|(k, m)| entry_size(k, &m.value)).sum();
-        Ok(Self { map, revision: image.revision, bytes })
+        Ok(Self { map, revision: image.revision, bytes, etcd_revisions })
     }
 }
 
@@ -398,7 +621,7 @@ mod tests {
     use super::*;
 
     fn q(range: KeyRange) -> RangeQuery {
-        RangeQuery { range, limit: 0, keys_only: false, count_only: false }
+        RangeQuery { range, ..Default::default() }
     }
 
     #[test]
@@ -458,44 +681,68 @@ mod tests {
         let cas = |ks: &mut KeySpace, expect: &[u8], new: &[u8]| {
             ks.txn(
                 &[TxnCompare {
-                    key: b"k".to_vec(),
+                    range: KeyRange::single("k"),
                     target: CompareTarget::Value,
                     op: CompareOp::Equal,
                     value: expect.to_vec(),
                     number: 0,
                 }],
-                vec![TxnOp::Put { key: b"k".to_vec(), value: new.to_vec(), prev_kv: true }],
+                vec![TxnOp::Put {
+                    key: b"k".to_vec(),
+                    value: new.to_vec(),
+                    prev_kv: true,
+                    ignore_value: false,
+                    ignore_lease: false,
+                    lease: 0,
+                }],
                 vec![TxnOp::Range(q(KeyRange::single("k")))],
             )
+            .unwrap()
         };
         let (ok, resp, evs) = cas(&mut ks, b"old", b"new");
         assert!(ok);
         assert_eq!(evs.len(), 1);
-        assert_eq!(resp, vec![TxnOpResponse::Put { prev_kv: Some(evs[0].prev_kv.clone().unwrap()) }]);
+        assert_eq!(resp, vec![TxnOpResponse::Put { prev_kv: Some(evs[0].prev_kv.clone().unwrap()), revision: 2 }]);
         assert_eq!(ks.revision(), 2);
         let (ok, resp, evs) = cas(&mut ks, b"old", b"newer");
         assert!(!ok);
         assert!(evs.is_empty());
         assert_eq!(ks.revision(), 2, "a failed CAS that only reads must not bump the revision");
         match &resp[0] {
-            TxnOpResponse::Range(r) => assert_eq!(r.kvs[0].value, b"new"),
+            TxnOpResponse::Range(r, _) => assert_eq!(r.kvs[0].value, b"new"),
             other => panic!("unexpected {other:?}"),
         }
         // Absent key: version == 0 holds (create-if-absent).
-        let (ok, _, _) = ks.txn(
-            &[TxnCompare {
-                key: b"fresh".to_vec(),
-                target: CompareTarget::Version,
-                op: CompareOp::Equal,
-                value: vec![],
-                number: 0,
-            }],
-            vec![
-                TxnOp::Put { key: b"fresh".to_vec(), value: b"1".to_vec(), prev_kv: false },
-                TxnOp::Put { key: b"other".to_vec(), value: b"2".to_vec(), prev_kv: false },
-            ],
-            vec![],
-        );
+        let (ok, _, _) = ks
+            .txn(
+                &[TxnCompare {
+                    range: KeyRange::single("fresh"),
+                    target: CompareTarget::Version,
+                    op: CompareOp::Equal,
+                    value: vec![],
+                    number: 0,
+                }],
+                vec![
+                    TxnOp::Put {
+                        key: b"fresh".to_vec(),
+                        value: b"1".to_vec(),
+                        prev_kv: false,
+                        ignore_value: false,
+                        ignore_lease: false,
+                        lease: 0,
+                    },
+                    TxnOp::Put {
+                        key: b"other".to_vec(),
+                        value: b"2".to_vec(),
+                        prev_kv: false,
+                        ignore_value: false,
+                        ignore_lease: false,
+                        lease: 0,
+                    },
+                ],
+                vec![],
+            )
+            .unwrap();
         assert!(ok);
         assert_eq!(ks.revision(), 3, "all writes of one txn share one revision");
         assert_eq!(ks.get(b"other").unwrap().mod_revision, 3);
@@ -511,7 +758,15 @@ mod tests {
         ks.put(b"ab".to_vec(), vec![0; 4]);
         assert_eq!(ks.size_bytes(), 6 + o, "an overwrite replaces the old value's size");
         ks.put(b"c".to_vec(), vec![]);
-        ks.txn(&[], vec![TxnOp::Put { key: b"d".to_vec(), value: vec![1; 5], prev_kv: false }], vec![]);
+        let put = TxnOp::Put {
+            key: b"d".to_vec(),
+            value: vec![1; 5],
+            prev_kv: false,
+            ignore_value: false,
+            ignore_lease: false,
+            lease: 0,
+        };
+        ks.txn(&[], vec![put], vec![]).unwrap();
         assert_eq!(ks.size_bytes(), 6 + o + 1 + o + 6 + o);
         ks.delete(&KeyRange::from_wire(b"a".to_vec(), vec![0]));
         assert_eq!(ks.size_bytes(), 0);
@@ -523,10 +778,113 @@ mod tests {
         ks.put(b"a".to_vec(), b"1".to_vec());
         ks.put(b"b".to_vec(), b"2".to_vec());
         ks.delete(&KeyRange::single("a"));
-        let back = KeySpace::from_image(ks.to_image()).unwrap();
+        let back = KeySpace::from_image(ks.to_image(), false).unwrap();
         assert_eq!(back.revision(), 3);
         assert_eq!(back.size_bytes(), ks.size_bytes(), "the size survives a snapshot");
         assert_eq!(back.get(b"b"), ks.get(b"b"));
         assert_eq!(back.len(), 1);
+    }
+
+    fn put(key: &str, value: &str) -> TxnOp {
+        TxnOp::Put {
+            key: key.into(),
+            value: value.into(),
+            prev_kv: false,
+            ignore_value: false,
+            ignore_lease: false,
+            lease: 0,
+        }
+    }
+
+    fn cmp(range: KeyRange, target: CompareTarget, op: CompareOp, number: i64) -> TxnCompare {
+        TxnCompare { range, target, op, value: vec![], number }
+    }
+
+    #[test]
+    fn nested_txns_share_one_revision_and_choose_their_own_branch() {
+        let mut ks = KeySpace::default();
+        ks.put(b"a".to_vec(), b"1".to_vec());
+        let inner = TxnOp::Txn {
+            compare: vec![cmp(KeyRange::single("a"), CompareTarget::Version, CompareOp::Equal, 5)],
+            success: vec![put("yes", "1")],
+            failure: vec![put("no", "1")],
+        };
+        let (ok, resp, evs) = ks.txn(&[], vec![put("b", "2"), inner], vec![]).unwrap();
+        assert!(ok);
+        assert_eq!(evs.len(), 2);
+        assert_eq!(ks.revision(), 2);
+        assert!(ks.get(b"no").is_some() && ks.get(b"yes").is_none());
+        let inner = vec![TxnOpResponse::Put { prev_kv: None, revision: 2 }];
+        assert_eq!(resp[1], TxnOpResponse::Txn { succeeded: false, responses: inner });
+    }
+
+    #[test]
+    fn a_range_compare_holds_only_if_it_holds_for_every_key() {
+        let mut ks = KeySpace::default();
+        ks.put(b"p/1".to_vec(), b"x".to_vec());
+        ks.put(b"p/2".to_vec(), b"x".to_vec());
+        ks.put(b"p/2".to_vec(), b"y".to_vec());
+        let version_is_1 = cmp(KeyRange::prefix("p/"), CompareTarget::Version, CompareOp::Equal, 1);
+        assert!(!ks.txn(&[version_is_1], vec![], vec![]).unwrap().0, "p/2 has version 2");
+        let below_3 = cmp(KeyRange::prefix("p/"), CompareTarget::Version, CompareOp::Less, 3);
+        assert!(ks.txn(&[below_3], vec![], vec![]).unwrap().0);
+        let empty = cmp(KeyRange::prefix("q/"), CompareTarget::CreateRevision, CompareOp::Equal, 0);
+        assert!(ks.txn(&[empty], vec![], vec![]).unwrap().0, "an empty range compares as an absent key");
+    }
+
+    #[test]
+    fn ignore_value_keeps_the_value_and_refuses_a_missing_key() {
+        let mut ks = KeySpace::default();
+        ks.put(b"k".to_vec(), b"v".to_vec());
+        let keep = |key: &str| TxnOp::Put {
+            key: key.into(),
+            value: vec![],
+            prev_kv: false,
+            ignore_value: true,
+            ignore_lease: false,
+            lease: 0,
+        };
+        ks.txn(&[], vec![keep("k")], vec![]).unwrap();
+        assert_eq!((ks.get(b"k").unwrap().value, ks.get(b"k").unwrap().version), (b"v".to_vec(), 2));
+        assert_eq!(ks.txn(&[], vec![put("other", "1"), keep("gone")], vec![]), Err(TxnRefused::KeyNotFound));
+        assert!(ks.get(b"other").is_none(), "a refused txn changes nothing");
+        assert_eq!(ks.revision(), 2);
+    }
+
+    #[test]
+    fn ranges_sort_and_filter_as_etcd() {
+        let mut ks = KeySpace::default();
+        for (k, v) in [("a", "3"), ("b", "1"), ("c", "2"), ("b", "9")] {
+            ks.put(k.into(), v.into());
+        }
+        let all = KeyRange::from_wire(b"a".to_vec(), vec![0]);
+        let keys = |r: RangeResult| r.kvs.into_iter().map(|kv| String::from_utf8(kv.key).unwrap()).collect::<Vec<_>>();
+        let by_value = RangeQuery { range: all.clone(), sort_target: SortTarget::Value, ..Default::default() };
+        assert_eq!(keys(ks.range(&by_value)), ["c", "a", "b"], "no order given: ascending");
+        let desc = RangeQuery { sort_order: SortOrder::Descend, limit: 2, ..by_value };
+        let r = ks.range(&desc);
+        assert_eq!((r.more, r.count), (true, 3));
+        assert_eq!(keys(r), ["b", "a"]);
+        let recent = RangeQuery { range: all, min_mod_revision: 3, ..Default::default() };
+        let r = ks.range(&recent);
+        assert_eq!(r.count, 3, "count is the whole range, before the revision filters");
+        assert_eq!(keys(r), ["b", "c"]);
+    }
+
+    #[test]
+    fn adopting_etcd_revisions_moves_every_revision_up_once() {
+        let mut ks = KeySpace::default();
+        assert!(ks.adopt_etcd_revisions());
+        assert_eq!(ks.revision(), 1, "a fresh store is at revision 1, as etcd's");
+        assert_eq!(ks.put(b"a".to_vec(), b"1".to_vec()).kv.mod_revision, 2);
+        let mut old = KeySpace::default();
+        old.put(b"a".to_vec(), b"1".to_vec());
+        old.put(b"a".to_vec(), b"2".to_vec());
+        assert!(old.adopt_etcd_revisions());
+        assert!(!old.adopt_etcd_revisions(), "only once");
+        let kv = old.get(b"a").unwrap();
+        assert_eq!((old.revision(), kv.create_revision, kv.mod_revision, kv.version), (3, 2, 3, 2));
+        let back = KeySpace::from_image(old.to_image(), old.etcd_revisions()).unwrap();
+        assert!(back.etcd_revisions());
     }
 }

@@ -22,13 +22,13 @@ use std::{
 };
 
 use parking_lot::Mutex;
-use raftkv_proto::{cluster_server::ClusterServer, kv_server::KvServer, raft_server::RaftServer};
+use raftkv_proto::{cluster_server::ClusterServer, etcd as etcd_pb, kv_server::KvServer, raft_server::RaftServer};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
-    api::{cluster::ClusterService, kv::KvService, peer::PeerService, ApiContext},
+    api::{cluster::ClusterService, etcd as etcd_api, kv::KvService, peer::PeerService, ApiContext},
     config::NodeConfig,
     data_dir::DataDir,
     error::{Error, Result},
@@ -308,6 +308,7 @@ pub async fn run(
         stopping,
     });
 
+    spawn_etcd_revisions(ctx.clone());
     crate::raft::compaction::spawn(
         raft.clone(),
         wal.clone(),
@@ -346,6 +347,24 @@ pub async fn run(
                 .max_encoding_message_size(MAX_MSG),
         )
         .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
+        // The etcd front door: the same commands and key space, etcd's wire.
+        .add_service(
+            etcd_pb::kv_server::KvServer::new(etcd_api::kv::EtcdKvService::new(ctx.clone()))
+                .max_decoding_message_size(MAX_MSG)
+                .max_encoding_message_size(MAX_MSG),
+        )
+        .add_service(
+            etcd_pb::watch_server::WatchServer::new(etcd_api::watch::EtcdWatchService::new(ctx.clone()))
+                .max_encoding_message_size(MAX_MSG),
+        )
+        .add_service(etcd_pb::cluster_server::ClusterServer::new(etcd_api::cluster::EtcdClusterService::new(
+            ctx.clone(),
+        )))
+        .add_service(etcd_pb::maintenance_server::MaintenanceServer::new(
+            etcd_api::maintenance::EtcdMaintenanceService::new(ctx.clone()),
+        ))
+        .add_service(etcd_pb::lease_server::LeaseServer::new(etcd_api::lease::EtcdLeaseService))
+        .add_service(etcd_pb::auth_server::AuthServer::new(etcd_api::auth::EtcdAuthService::new(ctx.clone())))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha);
@@ -555,4 +574,25 @@ async fn join_cluster(endpoint: String, me: JoinAs, tls: Option<crate::tls::Clie
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
     }
+}
+
+/// Until the key space numbers revisions as etcd does, a leader proposes the switch (`Command::EtcdRevisions`):
+/// a new cluster reports revision 1 before its first write, and an older data directory switches once.
+fn spawn_etcd_revisions(ctx: Arc<ApiContext>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        while !ctx.state_machine.etcd_revisions() && !*ctx.stopping.borrow() {
+            tick.tick().await;
+            let leads = {
+                let m = ctx.raft.metrics().borrow().clone();
+                m.current_leader == Some(ctx.id) && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
+            };
+            if leads {
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                if let Err(e) = ctx.write(crate::raft::Command::EtcdRevisions, deadline).await {
+                    tracing::debug!("proposing etcd revision numbering: {e}");
+                }
+            }
+        }
+    });
 }

@@ -66,13 +66,25 @@ impl Quota {
     /// At most how many bytes `cmd` can add to the key space (0 for a command that adds no data).
     pub fn cost(cmd: &Command) -> u64 {
         let put = |key: &[u8], value: &[u8]| key.len() as u64 + value.len() as u64 + PER_KEY_OVERHEAD;
-        let ops = |ops: &[TxnOp]| -> u64 {
-            ops.iter().map(|op| if let TxnOp::Put { key, value, .. } = op { put(key, value) } else { 0 }).sum()
-        };
+        fn ops(list: &[TxnOp], put: &impl Fn(&[u8], &[u8]) -> u64) -> u64 {
+            list.iter()
+                .map(|op| match op {
+                    TxnOp::Put { key, value, .. } => put(key, value),
+                    TxnOp::Txn { success, failure, .. } => ops(success, put).max(ops(failure, put)),
+                    _ => 0,
+                })
+                .sum()
+        }
         match cmd {
             Command::Put { key, value, .. } => put(key, value),
-            Command::Delete { .. } => 0,
-            Command::Txn { success, failure, .. } => ops(success).max(ops(failure)),
+            Command::Delete { .. } | Command::EtcdRevisions => 0,
+            Command::Txn { success, failure, .. } => ops(success, &put).max(ops(failure, &put)),
+            Command::TxnV1 { success, failure, .. } => {
+                let v1 = |o: &[crate::raft::command_v1::TxnOpV1]| -> Vec<TxnOp> {
+                    o.iter().cloned().map(Into::into).collect()
+                };
+                ops(&v1(success), &put).max(ops(&v1(failure), &put))
+            }
             Command::Batch(cmds) => cmds.iter().map(Self::cost).sum(),
         }
     }
@@ -140,12 +152,7 @@ mod tests {
         q.check(2000, &delete).unwrap();
         let read_txn = Command::Txn {
             compare: vec![],
-            success: vec![TxnOp::Range(RangeQuery {
-                range: KeyRange::single("a"),
-                limit: 0,
-                keys_only: false,
-                count_only: false,
-            })],
+            success: vec![TxnOp::Range(RangeQuery { range: KeyRange::single("a"), ..Default::default() })],
             failure: vec![],
         };
         q.check(2000, &read_txn).unwrap();

@@ -156,6 +156,12 @@ impl WatchHub {
         self.latest.send_replace(revision);
     }
 
+    /// A revision without events was applied (nothing to deliver; watchers and headers see it as current).
+    pub fn pass(&self, revision: i64) {
+        let _h = self.history.lock();
+        self.latest.send_replace(revision);
+    }
+
     pub fn latest(&self) -> i64 {
         *self.latest.borrow()
     }

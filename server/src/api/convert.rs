@@ -83,6 +83,7 @@ pub fn range_query(limits: &Limits, r: &pb::RangeRequest) -> Result<RangeQuery> 
         limit: r.limit,
         keys_only: r.keys_only,
         count_only: r.count_only,
+        ..Default::default()
     })
 }
 
@@ -91,7 +92,14 @@ fn txn_op(limits: &Limits, op: pb::RequestOp) -> Result<TxnOp> {
         Some(pb::request_op::Request::Put(p)) => {
             limits.check_key(&p.key)?;
             limits.check_value(&p.value)?;
-            Ok(TxnOp::Put { key: p.key, value: p.value, prev_kv: p.prev_kv })
+            Ok(TxnOp::Put {
+                key: p.key,
+                value: p.value,
+                prev_kv: p.prev_kv,
+                ignore_value: false,
+                ignore_lease: false,
+                lease: 0,
+            })
         }
         Some(pb::request_op::Request::Range(r)) => Ok(TxnOp::Range(range_query(limits, &r)?)),
         Some(pb::request_op::Request::Delete(d)) => {
@@ -131,7 +139,7 @@ pub fn txn_command(limits: &Limits, r: pb::TxnRequest) -> Result<Command> {
                 Ok(pb::compare::Result::Less) => CompareOp::Less,
                 Err(_) => return Err(Error::InvalidArgument(format!("unknown compare result {}", c.result))),
             };
-            Ok(TxnCompare { key: c.key, target, op, value: c.value, number: c.number })
+            Ok(TxnCompare { range: KeyRange::single(c.key), target, op, value: c.value, number: c.number })
         })
         .collect::<Result<Vec<_>>>()?;
     let success = r.success.into_iter().map(|o| txn_op(limits, o)).collect::<Result<Vec<_>>>()?;
@@ -197,20 +205,23 @@ pub fn txn_responses(responses: Vec<TxnOpResponse>) -> Vec<pb::ResponseOp> {
         .into_iter()
         .map(|r| pb::ResponseOp {
             response: Some(match r {
-                TxnOpResponse::Put { prev_kv } => {
+                TxnOpResponse::Put { prev_kv, .. } => {
                     pb::response_op::Response::Put(pb::PutResponse { header: None, prev_kv: prev_kv.map(kv) })
                 }
-                TxnOpResponse::Range(r) => pb::response_op::Response::Range(pb::RangeResponse {
+                TxnOpResponse::Range(r, _) => pb::response_op::Response::Range(pb::RangeResponse {
                     header: None,
                     kvs: r.kvs.into_iter().map(kv).collect(),
                     more: r.more,
                     count: r.count,
                 }),
-                TxnOpResponse::Delete { deleted, prev_kvs } => pb::response_op::Response::Delete(pb::DeleteResponse {
-                    header: None,
-                    deleted,
-                    prev_kvs: prev_kvs.into_iter().map(kv).collect(),
-                }),
+                TxnOpResponse::Delete { deleted, prev_kvs, .. } => {
+                    pb::response_op::Response::Delete(pb::DeleteResponse {
+                        header: None,
+                        deleted,
+                        prev_kvs: prev_kvs.into_iter().map(kv).collect(),
+                    })
+                }
+                TxnOpResponse::Txn { .. } => unreachable!("raftkv.v1 transactions have no nested transactions"),
             }),
         })
         .collect()

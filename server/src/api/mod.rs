@@ -4,6 +4,7 @@
 //! - [`cluster`]: `raftkv.v1.Cluster` — status and membership (public).
 //! - [`peer`]: `raftkv.v1.Raft` — Raft RPCs between peers only.
 //! - [`convert`]: protobuf ⇄ internal types, and request validation.
+//! - [`etcd`]: the second front door — etcd v3's API (`etcdserverpb.*`) over the same commands and key space.
 //!
 //! [`ApiContext`] holds what every handler needs and implements the two consistency primitives:
 //! [`ApiContext::write`] (propose through Raft, wait for apply) and [`ApiContext::read_barrier`] (the read index:
@@ -14,6 +15,7 @@
 
 pub mod cluster;
 pub mod convert;
+pub mod etcd;
 pub mod kv;
 pub mod peer;
 
@@ -166,6 +168,12 @@ impl ApiContext {
                 None => {
                     self.wait_for_leader(deadline).await?;
                     continue;
+                }
+            }
+            if !self.state_machine.etcd_revisions() {
+                // Queued ahead of this write, so it is applied first (see `Command::EtcdRevisions`).
+                if let Ok(p) = self.proposer.propose(Command::EtcdRevisions, deadline) {
+                    tokio::spawn(async move { p.wait(deadline).await });
                 }
             }
             self.metrics.proposals.inc();

@@ -133,6 +133,14 @@ pub async fn run(a: &ClusterArgs) -> anyhow::Result<ExitCode> {
         "try:    raftkv{flags} put 100 Alice && raftkv{flags} --endpoints {follower} get 100 --serializable && \
          raftkv{flags} status"
     );
+    // etcd's own client speaks to the same nodes (the etcd API on every client port).
+    let endpoints = cluster
+        .nodes
+        .values()
+        .map(|n| if flags.is_empty() { n.addr.clone() } else { format!("https://{}", n.addr) })
+        .collect::<Vec<_>>()
+        .join(",");
+    println!("etcd:   ETCDCTL_API=3 etcdctl{flags} --endpoints {endpoints} get 100");
 
     let controller = control::Controller::new(cluster, dir.clone(), a.base_port);
     let app = control::router(controller.clone())

@@ -12,6 +12,7 @@
 //! Every log entry's application payload is a [`Command`]; applying it yields a [`CommandResponse`].
 
 pub mod announce;
+pub mod command_v1;
 pub mod compaction;
 pub mod log_store;
 pub mod network;
@@ -26,7 +27,7 @@ pub mod wire_bytes;
 
 use serde::{Deserialize, Serialize};
 
-use crate::keyspace::{KeyValue, TxnCompare, TxnOp, TxnOpResponse};
+use crate::keyspace::{KeyValue, TxnCompare, TxnOp, TxnOpResponse, TxnRefused};
 
 /// Node ids are small positive integers chosen by the operator (`--id`); 0 means "none" on the wire.
 pub type NodeId = u64;
@@ -83,13 +84,23 @@ pub enum Command {
         range_end: Option<Vec<u8>>,
         prev_kv: bool,
     },
+    /// A transaction as written before nested transactions (see [`command_v1`]); never proposed any more.
+    TxnV1 {
+        compare: Vec<command_v1::TxnCompareV1>,
+        success: Vec<command_v1::TxnOpV1>,
+        failure: Vec<command_v1::TxnOpV1>,
+    },
+    /// Several commands proposed together (see [`proposer`]); applied in order, one revision each.
+    Batch(Vec<Command>),
+    /// Switches the key space to etcd's revision numbering, once (see `KeySpace::adopt_etcd_revisions`). A leader
+    /// proposes it when it finds the switch not yet made, so a new cluster makes it before its first write and a
+    /// data directory of an older raftkv at one log position on every member.
+    EtcdRevisions,
     Txn {
         compare: Vec<TxnCompare>,
         success: Vec<TxnOp>,
         failure: Vec<TxnOp>,
     },
-    /// Several commands proposed together (see [`proposer`]); applied in order, one revision each.
-    Batch(Vec<Command>),
 }
 
 impl std::fmt::Display for Command {
@@ -105,6 +116,10 @@ impl std::fmt::Display for Command {
             Command::Txn { compare, success, failure } => {
                 write!(f, "txn ({} compares, {} then, {} else)", compare.len(), success.len(), failure.len())
             }
+            Command::TxnV1 { compare, success, failure } => {
+                write!(f, "txn ({} compares, {} then, {} else)", compare.len(), success.len(), failure.len())
+            }
+            Command::EtcdRevisions => f.write_str("adopt etcd revision numbering"),
             Command::Batch(cmds) => match cmds.as_slice() {
                 [one] => one.fmt(f),
                 [first, rest @ ..] => write!(f, "{first} + {} more", rest.len()),
@@ -117,11 +132,29 @@ impl std::fmt::Display for Command {
 /// The result of applying one log entry. Blank and membership entries yield `Empty`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResponse {
-    Empty { revision: i64 },
-    Put { revision: i64, prev_kv: Option<KeyValue> },
-    Delete { revision: i64, deleted: i64, prev_kvs: Vec<KeyValue> },
-    Txn { revision: i64, succeeded: bool, responses: Vec<TxnOpResponse> },
+    Empty {
+        revision: i64,
+    },
+    Put {
+        revision: i64,
+        prev_kv: Option<KeyValue>,
+    },
+    Delete {
+        revision: i64,
+        deleted: i64,
+        prev_kvs: Vec<KeyValue>,
+    },
+    Txn {
+        revision: i64,
+        succeeded: bool,
+        responses: Vec<TxnOpResponse>,
+    },
     Batch(Vec<CommandResponse>),
+    /// The transaction was refused when applied and changed nothing.
+    TxnRefused {
+        revision: i64,
+        reason: TxnRefused,
+    },
 }
 
 impl CommandResponse {
@@ -131,7 +164,8 @@ impl CommandResponse {
             CommandResponse::Empty { revision }
             | CommandResponse::Put { revision, .. }
             | CommandResponse::Delete { revision, .. }
-            | CommandResponse::Txn { revision, .. } => *revision,
+            | CommandResponse::Txn { revision, .. }
+            | CommandResponse::TxnRefused { revision, .. } => *revision,
             CommandResponse::Batch(r) => r.last().map_or(0, CommandResponse::revision),
         }
     }

@@ -342,7 +342,14 @@ mod tests {
         let txn = Command::Txn {
             compare: vec![],
             success: (0..20)
-                .map(|i| crate::keyspace::TxnOp::Put { key: vec![i], value: vec![0; 100_000], prev_kv: false })
+                .map(|i| crate::keyspace::TxnOp::Put {
+                    key: vec![i],
+                    value: vec![0; 100_000],
+                    prev_kv: false,
+                    ignore_value: false,
+                    ignore_lease: false,
+                    lease: 0,
+                })
                 .collect(),
             failure: vec![],
         };

@@ -16,7 +16,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Weak,
     },
     time::Instant,
@@ -58,6 +58,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     durable: DurableSnapshot,
     quota: crate::quota::Quota,
+    /// Mirrors `KeySpace::etcd_revisions`, readable without the lock (the write path checks it).
+    etcd_revisions: AtomicBool,
 }
 
 /// Cheap to clone; every clone is the same state machine.
@@ -79,15 +81,11 @@ impl StateMachineStore {
     ) -> Result<Self> {
         let (data, current) = match snapshots.load()? {
             Some((meta, bytes)) => {
-                let image: SnapshotImage = decode(&bytes).map_err(|e| crate::error::Error::CorruptSnapshot {
-                    path: snapshots.dir().join("current.snap"),
-                    reason: e.to_string(),
-                })?;
                 let corrupt = |reason: String| crate::error::Error::CorruptSnapshot {
                     path: snapshots.dir().join("current.snap"),
                     reason,
                 };
-                let data = from_image(image).map_err(corrupt)?;
+                let data = decode_snapshot(&bytes).map_err(corrupt)?;
                 if data.last_applied != meta.last_log_id {
                     return Err(corrupt("metadata and content disagree on the last applied log id".into()));
                 }
@@ -96,6 +94,7 @@ impl StateMachineStore {
             None => (StateMachineData::default(), None),
         };
         let hub = WatchHub::new(data.keyspace.revision(), watch_history.into());
+        let etcd_revisions = AtomicBool::new(data.keyspace.etcd_revisions());
         let durable = DurableSnapshot::new(data.last_applied.map_or(0, |l| l.index));
         Ok(Self {
             shared: Arc::new(Shared {
@@ -107,8 +106,14 @@ impl StateMachineStore {
                 metrics,
                 durable,
                 quota: Default::default(),
+                etcd_revisions,
             }),
         })
+    }
+
+    /// Whether the key space numbers revisions as etcd does (see [`Command::EtcdRevisions`]).
+    pub fn etcd_revisions(&self) -> bool {
+        self.shared.etcd_revisions.load(Ordering::Acquire)
     }
 
     /// Runs `f` against the current key space (a serializable, local read).
@@ -186,10 +191,35 @@ impl StateMachineStore {
                 hub.publish(ks.revision(), evs);
                 CommandResponse::Delete { revision: ks.revision(), deleted, prev_kvs }
             }
-            Command::Txn { compare, success, failure } => {
-                let (succeeded, responses, evs) = ks.txn(&compare, success, failure);
-                hub.publish(ks.revision(), evs);
-                CommandResponse::Txn { revision: ks.revision(), succeeded, responses }
+            Command::Txn { compare, success, failure } => match ks.txn(&compare, success, failure) {
+                Ok((succeeded, responses, evs)) => {
+                    hub.publish(ks.revision(), evs);
+                    CommandResponse::Txn { revision: ks.revision(), succeeded, responses }
+                }
+                Err(reason) => CommandResponse::TxnRefused { revision: ks.revision(), reason },
+            },
+            Command::TxnV1 { compare, success, failure } => Self::apply_command(
+                ks,
+                hub,
+                Command::Txn {
+                    compare: compare.into_iter().map(Into::into).collect(),
+                    success: success.into_iter().map(Into::into).collect(),
+                    failure: failure.into_iter().map(Into::into).collect(),
+                },
+            ),
+            Command::EtcdRevisions => {
+                let before = ks.revision();
+                if ks.adopt_etcd_revisions() {
+                    if before == 0 {
+                        // A fresh store: revision 1 has no events, so watching from it stays possible.
+                        hub.pass(ks.revision());
+                    } else {
+                        // Every kept event carries an old number: watchers resume from the new ones.
+                        hub.reset(ks.revision());
+                    }
+                    tracing::info!(revision = ks.revision(), "adopted etcd's revision numbering");
+                }
+                CommandResponse::Empty { revision: ks.revision() }
             }
             Command::Batch(cmds) => {
                 CommandResponse::Batch(cmds.into_iter().map(|c| Self::apply_command(ks, hub, c)).collect())
@@ -198,11 +228,31 @@ impl StateMachineStore {
     }
 }
 
-fn from_image(image: SnapshotImage) -> Result<StateMachineData, String> {
+/// What a snapshot holds beyond [`SnapshotImage`], appended after it (so a snapshot of an older raftkv, which
+/// ends after the image, still loads: everything here then has its old meaning).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotExtension {
+    etcd_revisions: bool,
+}
+
+/// Encodes a snapshot: the image, then its extension.
+fn encode_snapshot(image: &SnapshotImage, etcd_revisions: bool) -> Vec<u8> {
+    let mut bytes = encode(image);
+    bytes.extend(encode(&SnapshotExtension { etcd_revisions }));
+    bytes
+}
+
+fn decode_snapshot(bytes: &[u8]) -> Result<StateMachineData, String> {
+    let (image, rest): (SnapshotImage, &[u8]) = postcard::take_from_bytes(bytes).map_err(|e| e.to_string())?;
+    let ext = if rest.is_empty() {
+        SnapshotExtension { etcd_revisions: false }
+    } else {
+        decode::<SnapshotExtension>(rest).map_err(|e| format!("snapshot extension: {e}"))?
+    };
     Ok(StateMachineData {
         last_applied: image.last_applied,
         membership: image.membership,
-        keyspace: KeySpace::from_image(image.keyspace)?,
+        keyspace: KeySpace::from_image(image.keyspace, ext.etcd_revisions)?,
     })
 }
 
@@ -212,8 +262,7 @@ impl StateMachineStore {
         let bad = |e: String| -> StorageError {
             openraft::StorageIOError::read_snapshot(Some(meta.signature()), openraft::AnyError::error(e)).into()
         };
-        let image: SnapshotImage = decode(&bytes).map_err(|e| bad(e.to_string()))?;
-        let data = from_image(image).map_err(bad)?;
+        let data = decode_snapshot(&bytes).map_err(bad)?;
         if data.last_applied != meta.last_log_id {
             return Err(bad(format!(
                 "snapshot content is at {:?} but its metadata says {:?}",
@@ -233,7 +282,9 @@ impl StateMachineStore {
         .await
         .map_err(io_err)??;
         let revision = data.keyspace.revision();
+        let etcd_revisions = data.keyspace.etcd_revisions();
         *self.shared.data.write() = data;
+        self.shared.etcd_revisions.store(etcd_revisions, Ordering::Release);
         self.shared.hub.reset(revision);
         self.set_current(meta, bytes);
         tracing::info!(snapshot = %meta.snapshot_id, revision, "installed snapshot from leader");
@@ -257,7 +308,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let meta2 = meta.clone();
         let bytes = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, bool), StorageError> {
             let image = SnapshotImage { last_applied, membership, keyspace: data.keyspace.to_image() };
-            let bytes = encode(&image);
+            let bytes = encode_snapshot(&image, data.keyspace.etcd_revisions());
             let saved = shared.snapshots.save(&meta2, &bytes).map_err(|e| {
                 openraft::StorageIOError::write_snapshot(
                     Some(meta2.signature()),
@@ -324,6 +375,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             };
             out.push(resp);
         }
+        self.shared.etcd_revisions.store(d.keyspace.etcd_revisions(), Ordering::Release);
         drop(d);
         self.shared.metrics.apply_seconds.observe(start.elapsed().as_secs_f64());
         Ok(out)

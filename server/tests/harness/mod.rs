@@ -17,6 +17,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod etcd;
+
 use raftkv::client::Client;
 use raftkv_proto as pb;
 

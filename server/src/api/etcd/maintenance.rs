@@ -1,0 +1,108 @@
+//! etcd's `Maintenance` service: Status (what `etcdctl endpoint status` shows), Alarm (the storage quota's
+//! NOSPACE), Defragment (nothing to do: the key space lives in memory and snapshots are rewritten whole).
+//! Hash, HashKV, Snapshot, MoveLeader and Downgrade answer UNIMPLEMENTED for now.
+
+use std::{pin::Pin, sync::Arc};
+
+use futures::Stream;
+use raftkv_proto::etcd::{self as pb, maintenance_server::Maintenance};
+use tonic::{Request, Response, Status};
+
+use super::{observed, ETCD_VERSION};
+use crate::api::ApiContext;
+
+pub struct EtcdMaintenanceService {
+    ctx: Arc<ApiContext>,
+}
+
+impl EtcdMaintenanceService {
+    pub fn new(ctx: Arc<ApiContext>) -> Self {
+        Self { ctx }
+    }
+}
+
+impl ApiContext {
+    /// The active alarms as etcd lists them: one per alarm, on this member.
+    fn etcd_alarms(&self) -> Vec<pb::AlarmMember> {
+        self.state_machine
+            .alarms()
+            .iter()
+            .filter(|a| a.as_str() == "NOSPACE")
+            .map(|_| pb::AlarmMember { member_id: self.id, alarm: pb::AlarmType::Nospace as i32 })
+            .collect()
+    }
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Maintenance for EtcdMaintenanceService {
+    async fn alarm(&self, req: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
+        let ctx = &self.ctx;
+        observed(ctx, "etcd.Alarm", async {
+            let msg = req.into_inner();
+            if msg.action == pb::alarm_request::AlarmAction::Activate as i32 {
+                return Err(crate::error::Error::InvalidArgument(
+                    "raftkv raises its alarms itself (NOSPACE, from --quota-backend-bytes)".into(),
+                ));
+            }
+            // DEACTIVATE: the NOSPACE alarm clears by itself once the key space is below the quota again.
+            let revision = ctx.state_machine.applied().1;
+            Ok(pb::AlarmResponse { header: Some(ctx.etcd_header(revision)), alarms: ctx.etcd_alarms() })
+        })
+        .await
+    }
+
+    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let ctx = &self.ctx;
+        observed(ctx, "etcd.Status", async {
+            let s = ctx.status().await;
+            let learner = !s.members.iter().any(|m| m.id == ctx.id && m.voter);
+            let size = s.db_size as i64;
+            Ok(pb::StatusResponse {
+                header: Some(ctx.etcd_header(s.header.map_or(0, |h| h.revision))),
+                version: ETCD_VERSION.into(),
+                db_size: size,
+                leader: s.leader_id,
+                raft_index: s.commit_index,
+                raft_term: s.term,
+                raft_applied_index: s.applied_index,
+                errors: ctx.etcd_alarms().iter().map(|a| format!("memberID:{} alarm:NOSPACE ", a.member_id)).collect(),
+                db_size_in_use: size,
+                is_learner: learner,
+            })
+        })
+        .await
+    }
+
+    async fn defragment(&self, _: Request<pb::DefragmentRequest>) -> Result<Response<pb::DefragmentResponse>, Status> {
+        let ctx = &self.ctx;
+        observed(ctx, "etcd.Defragment", async {
+            let revision = ctx.state_machine.applied().1;
+            Ok(pb::DefragmentResponse { header: Some(ctx.etcd_header(revision)) })
+        })
+        .await
+    }
+
+    async fn hash(&self, _: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
+        Err(Status::unimplemented("Hash is not implemented yet"))
+    }
+
+    async fn hash_kv(&self, _: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+        Err(Status::unimplemented("HashKV is not implemented yet"))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(&self, _: Request<pb::SnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
+        Err(Status::unimplemented("Snapshot is not implemented yet"))
+    }
+
+    async fn move_leader(&self, _: Request<pb::MoveLeaderRequest>) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        Err(Status::unimplemented("MoveLeader is not implemented yet"))
+    }
+
+    async fn downgrade(&self, _: Request<pb::DowngradeRequest>) -> Result<Response<pb::DowngradeResponse>, Status> {
+        Err(Status::unimplemented("raftkv has no storage versions to downgrade"))
+    }
+}

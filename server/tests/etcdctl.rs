@@ -1,0 +1,242 @@
+//! etcd's own command-line client against a raftkv cluster: every etcdctl command raftkv serves, asserting on
+//! what etcdctl prints (not just its exit code). Uses `RAFTKV_ETCDCTL_BIN`, else `etcdctl` on PATH (CI installs
+//! Debian's etcd-client, 3.4); skipped with a message when there is none.
+
+mod harness;
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use harness::TestCluster;
+
+fn etcdctl_bin() -> Option<String> {
+    let bin = std::env::var("RAFTKV_ETCDCTL_BIN").unwrap_or_else(|_| "etcdctl".into());
+    let ok = Command::new(&bin).arg("version").env("ETCDCTL_API", "3").output().is_ok_and(|o| o.status.success());
+    ok.then_some(bin)
+}
+
+struct Etcdctl {
+    bin: String,
+    endpoints: String,
+}
+
+impl Etcdctl {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.env("ETCDCTL_API", "3").args(["--endpoints", &self.endpoints, "--command-timeout", "10s"]).args(args);
+        c
+    }
+
+    /// Runs etcdctl; returns (success, stdout, stderr).
+    fn run_with_input(&self, args: &[&str], input: &str) -> (bool, String, String) {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("etcdctl runs");
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    }
+
+    /// Runs etcdctl, which must succeed; returns what it printed.
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.run_with_input(args, "");
+        assert!(ok, "etcdctl {args:?} failed:\n{out}\n{err}");
+        out
+    }
+
+    /// Runs etcdctl, which must fail; returns its error output.
+    fn fails(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.run_with_input(args, "");
+        assert!(!ok, "etcdctl {args:?} should have failed, printed:\n{out}");
+        err
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut args = args.to_vec();
+        args.extend(["-w", "json"]);
+        let out = self.ok(&args);
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("etcdctl {args:?}: not JSON ({e}): {out}"))
+    }
+}
+
+/// Standard base64, as etcdctl's JSON output encodes keys and values.
+fn b64(s: &str) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in s.as_bytes().chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { ABC[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_works_against_raftkv() {
+    let Some(bin) = etcdctl_bin() else {
+        eprintln!("skipped: no etcdctl (install Debian's etcd-client, or set RAFTKV_ETCDCTL_BIN)");
+        return;
+    };
+    let cluster = TestCluster::start(3);
+    cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let endpoints = cluster.running().iter().map(|id| cluster.addr(*id)).collect::<Vec<_>>().join(",");
+    let ctl = Etcdctl { bin, endpoints };
+    let version = ctl.ok(&["version"]);
+    eprintln!("{}", version.trim());
+
+    // put / get, with their flags.
+    assert_eq!(ctl.ok(&["put", "greeting", "hello"]).trim(), "OK");
+    assert_eq!(ctl.ok(&["get", "greeting"]), "greeting\nhello\n");
+    assert_eq!(ctl.ok(&["put", "greeting", "bonjour", "--prev-kv"]), "OK\ngreeting\nhello\n");
+    let got = ctl.json(&["get", "greeting"]);
+    let kv = &got["kvs"][0];
+    assert_eq!(kv["value"], b64("bonjour"));
+    assert_eq!(
+        (kv["version"].as_i64(), kv["create_revision"].as_i64(), kv["mod_revision"].as_i64()),
+        (Some(2), Some(2), Some(3))
+    );
+    assert_eq!(got["header"]["revision"].as_i64(), Some(3), "a fresh store is at 1, the first write is 2: {got}");
+    for (k, v) in [("dir/a", "1"), ("dir/b", "2"), ("dir/c", "3"), ("zzz", "last")] {
+        ctl.ok(&["put", k, v]);
+    }
+    assert_eq!(ctl.ok(&["get", "dir/", "--prefix"]), "dir/a\n1\ndir/b\n2\ndir/c\n3\n");
+    assert_eq!(
+        ctl.ok(&["get", "dir/", "--prefix", "--keys-only"]).split_whitespace().collect::<Vec<_>>(),
+        ["dir/a", "dir/b", "dir/c"]
+    );
+    assert_eq!(ctl.ok(&["get", "dir/", "--prefix", "--limit", "2", "--print-value-only"]), "1\n2\n");
+    assert_eq!(
+        ctl.ok(&["get", "dir/", "--prefix", "--sort-by", "KEY", "--order", "DESCEND", "--keys-only"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["dir/c", "dir/b", "dir/a"]
+    );
+    assert_eq!(
+        ctl.ok(&["get", "dir/c", "--from-key", "--keys-only"]).split_whitespace().collect::<Vec<_>>(),
+        ["dir/c", "greeting", "zzz"]
+    );
+    assert_eq!(
+        ctl.json(&["get", "dir/", "--prefix", "--limit", "1"])["count"].as_i64(),
+        Some(3),
+        "count is the whole range"
+    );
+    let rev = ctl.json(&["get", "zzz"])["header"]["revision"].as_i64().unwrap();
+    assert_eq!(ctl.ok(&["get", "zzz", "--rev", &rev.to_string()]), "zzz\nlast\n");
+    assert!(ctl
+        .fails(&["get", "zzz", "--rev", &(rev + 100).to_string()])
+        .contains("required revision is a future revision"));
+    assert!(ctl.fails(&["put", "k", "v", "--lease", "1234"]).contains("requested lease not found"));
+    ctl.ok(&["put", "greeting", "--ignore-value"]);
+    assert_eq!(ctl.json(&["get", "greeting"])["kvs"][0]["version"].as_i64(), Some(3));
+    assert!(ctl.fails(&["put", "nope", "--ignore-value"]).contains("key not found"));
+
+    // del.
+    assert_eq!(ctl.ok(&["del", "zzz", "--prev-kv"]), "1\nzzz\nlast\n");
+    assert_eq!(ctl.ok(&["del", "zzz"]).trim(), "0");
+
+    // txn (etcdctl reads compares, then success ops, then failure ops from stdin, separated by blank lines).
+    let (ok, out, err) = ctl.run_with_input(
+        &["txn"],
+        "value(\"greeting\") = \"bonjour\"\n\nput swapped yes\nget dir/a\n\nput swapped no\n\n",
+    );
+    assert!(ok, "txn: {out}{err}");
+    assert_eq!(out, "SUCCESS\n\nOK\n\ndir/a\n1\n");
+    let (ok, out, _) =
+        ctl.run_with_input(&["txn"], "mod(\"greeting\") < \"1\"\n\nput swapped yes\n\nput swapped no\n\n");
+    assert!(ok);
+    assert_eq!(out, "FAILURE\n\nOK\n");
+    assert_eq!(ctl.ok(&["get", "swapped", "--print-value-only"]), "no\n");
+
+    // watch: events as they happen, and from a past revision.
+    let mut watch = Guard(
+        ctl.command(&["watch", "w/", "--prefix", "--prev-kv"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = watch.0.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for l in BufReader::new(stdout).lines() {
+            let Ok(l) = l else { break };
+            lines.push(l);
+            if lines.len() == 9 {
+                break;
+            }
+        }
+        lines
+    });
+    // The watch is in place once a write made after it shows up; keep writing until then.
+    let first_rev = ctl.json(&["get", "w/none"])["header"]["revision"].as_i64().unwrap() + 1;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    ctl.ok(&["put", "w/1", "one"]);
+    ctl.ok(&["put", "w/1", "uno"]);
+    ctl.ok(&["del", "w/1"]);
+    while !lines.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(watch);
+    let lines = lines.join().unwrap();
+    assert_eq!(lines, ["PUT", "w/1", "one", "PUT", "w/1", "one", "w/1", "uno", "DELETE"], "watch printed {lines:?}");
+    let mut past = Guard(
+        ctl.command(&["watch", "w/1", "--rev", &first_rev.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut reader = BufReader::new(past.0.stdout.take().unwrap());
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let mut l = String::new();
+        if reader.read_line(&mut l).unwrap() == 0 {
+            break;
+        }
+        got.push(l.trim_end().to_string());
+    }
+    assert_eq!(got, ["PUT", "w/1", "one", "PUT", "w/1"], "watch --rev printed {got:?}");
+    drop(past);
+
+    // Cluster and maintenance.
+    let members = ctl.json(&["member", "list"]);
+    let members = members["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{members:?}");
+    for m in members {
+        let id = m["ID"].as_u64().unwrap();
+        assert_eq!(m["clientURLs"][0].as_str().unwrap(), format!("http://{}", cluster.addr(id)));
+        assert_eq!(m["peerURLs"][0].as_str().unwrap(), format!("http://{}", cluster.peer_addr(id)));
+    }
+    let status = ctl.json(&["endpoint", "status"]);
+    let status = status.as_array().unwrap();
+    assert_eq!(status.len(), 3);
+    let leaders: Vec<u64> = status.iter().map(|s| s["Status"]["leader"].as_u64().unwrap()).collect();
+    assert!(leaders.iter().all(|l| *l == leaders[0] && *l != 0), "{status:?}");
+    assert!(status.iter().all(|s| s["Status"]["version"] == "3.5.0"), "{status:?}");
+    // etcdctl prints health and defrag results on stderr.
+    let (ok, out, err) = ctl.run_with_input(&["endpoint", "health"], "");
+    assert!(ok, "endpoint health: {out}{err}");
+    assert_eq!(format!("{out}{err}").matches("is healthy").count(), 3, "{out}{err}");
+    assert_eq!(ctl.ok(&["alarm", "list"]), "");
+    let (ok, out, err) = ctl.run_with_input(&["defrag"], "");
+    assert!(ok, "defrag: {out}{err}");
+    assert_eq!(format!("{out}{err}").matches("Finished defragmenting").count(), 3, "{out}{err}");
+}
+
+/// Kills a child process when dropped.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
