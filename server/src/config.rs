@@ -147,6 +147,8 @@ pub struct NodeConfig {
     /// Writes that add data are refused (NOSPACE alarm) once the key space would exceed this many bytes
     /// (0 = the default, 2 GiB; see `quota`).
     pub quota_backend_bytes: u64,
+    /// When the leader compacts the MVCC history (`--auto-compaction-mode`, `--auto-compaction-retention`).
+    pub auto_compaction: crate::auto_compaction::Policy,
 }
 
 impl NodeConfig {
@@ -181,6 +183,7 @@ impl NodeConfig {
             web_dir: None,
             dashboard_endpoints: Vec::new(),
             quota_backend_bytes: crate::quota::DEFAULT_QUOTA_BACKEND_BYTES,
+            auto_compaction: Default::default(),
         }
     }
 

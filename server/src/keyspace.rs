@@ -17,7 +17,7 @@
 //! `create_revision <= mod_revision <= revision` and `version >= 1`; `size_bytes` is the sum over live keys of
 //! key + value + `quota::PER_KEY_OVERHEAD` bytes (kept incrementally; the storage quota is checked against it).
 
-use imbl::OrdMap;
+use imbl::{OrdMap, Vector};
 use serde::{Deserialize, Serialize};
 
 /// One key as seen by readers.
@@ -235,6 +235,8 @@ pub struct RangeQuery {
     pub max_mod_revision: i64,
     pub min_create_revision: i64,
     pub max_create_revision: i64,
+    /// Read the key space as it was at this revision (0 = now).
+    pub revision: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -251,6 +253,8 @@ pub enum TxnRefused {
     KeyNotFound,
     /// A put naming a lease that does not exist (etcd's `requested lease not found`).
     LeaseNotFound,
+    /// A range at a revision that cannot be read.
+    Revision(RevisionError),
 }
 
 /// The ordered key space with its revision counter.
@@ -262,6 +266,47 @@ pub struct KeySpace {
     bytes: u64,
     /// Revisions are numbered as etcd's (see [`Self::adopt_etcd_revisions`]).
     etcd_revisions: bool,
+    /// The MVCC history: every superseded write of a key since `compact_revision`, oldest first — the versions
+    /// it had before its current one, and a tombstone for each delete. A key's current version lives in `map`.
+    history: OrdMap<Vec<u8>, Vector<Past>>,
+    /// Reads at a revision below this one are refused as compacted (etcd's compact revision; 0 = nothing yet).
+    compact_revision: i64,
+    /// Keys and values held in `history`.
+    history_bytes: u64,
+}
+
+/// One superseded write of a key: the version it put at `rev` (`Some`), or its delete at `rev` (`None`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Past {
+    pub rev: i64,
+    pub meta: Option<Meta>,
+}
+
+/// The MVCC history as a snapshot holds it: every key with past writes, and those writes, oldest first.
+pub type HistoryImage = Vec<(Vec<u8>, Vec<Past>)>;
+
+/// Why a read or compaction at a revision cannot be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RevisionError {
+    /// Below the compact revision: those versions are gone.
+    Compacted { compact_revision: i64 },
+    /// Above the current revision.
+    Future,
+}
+
+/// The keys of `range` in `m`, in order.
+fn keys_in<'a, V: Clone>(m: &'a OrdMap<Vec<u8>, V>, range: &KeyRange) -> Vec<&'a Vec<u8>> {
+    match &range.end {
+        None => m.get_key_value(&range.start).map(|(k, _)| k).into_iter().collect(),
+        Some(end) if end.as_slice() == [0] => m.range(range.start.clone()..).map(|(k, _)| k).collect(),
+        Some(end) if end.as_slice() <= range.start.as_slice() => Vec::new(),
+        Some(end) => m.range(range.start.clone()..end.clone()).map(|(k, _)| k).collect(),
+    }
+}
+
+/// What one superseded version counts in the history's size.
+fn past_size(key: &[u8], p: &Past) -> u64 {
+    key.len() as u64 + p.meta.as_ref().map_or(0, |m| m.value.len() as u64) + crate::quota::PER_KEY_OVERHEAD
 }
 
 /// What one live key counts towards the storage quota.
@@ -308,9 +353,70 @@ impl KeySpace {
         }
     }
 
+    /// The compact revision: reads at revisions below it are refused.
+    pub fn compact_revision(&self) -> i64 {
+        self.compact_revision
+    }
+
+    /// Checks that `revision` (0 = current) can be read.
+    pub fn check_revision(&self, revision: i64) -> Result<(), RevisionError> {
+        if revision > self.revision {
+            return Err(RevisionError::Future);
+        }
+        if revision > 0 && revision < self.compact_revision {
+            return Err(RevisionError::Compacted { compact_revision: self.compact_revision });
+        }
+        Ok(())
+    }
+
+    /// The version of `key` visible at `revision` (its last write at or before it, if that was a put).
+    fn visible_at<'a>(&'a self, key: &[u8], current: Option<&'a Meta>, revision: i64) -> Option<&'a Meta> {
+        if let Some(m) = current.filter(|m| m.mod_revision <= revision) {
+            return Some(m);
+        }
+        let past = self.history.get(key)?;
+        past.iter().rev().find(|p| p.rev <= revision).and_then(|p| p.meta.as_ref())
+    }
+
+    /// The keys of `range` as they were at `revision`, in key order.
+    fn iter_range_at<'a>(&'a self, range: &'a KeyRange, revision: i64) -> Vec<(&'a Vec<u8>, &'a Meta)> {
+        let mut live = keys_in(&self.map, range).into_iter().peekable();
+        let mut past = keys_in(&self.history, range).into_iter().peekable();
+        let mut keys: Vec<&'a Vec<u8>> = Vec::new();
+        // Merge the two sorted key lists.
+        loop {
+            let next = match (live.peek(), past.peek()) {
+                (Some(a), Some(b)) if a == b => {
+                    past.next();
+                    live.next()
+                }
+                (Some(a), Some(b)) if a < b => live.next(),
+                (Some(_), Some(_)) => past.next(),
+                (Some(_), None) => live.next(),
+                (None, Some(_)) => past.next(),
+                (None, None) => break,
+            };
+            keys.extend(next);
+        }
+        keys.into_iter().filter_map(|k| self.visible_at(k, self.map.get(k), revision).map(|m| (k, m))).collect()
+    }
+
+    /// A range read at a past `revision` (0 or the current one: now), checked against the compact revision.
+    pub fn range_at(&self, q: &RangeQuery, revision: i64) -> Result<RangeResult, RevisionError> {
+        self.check_revision(revision)?;
+        if revision == 0 || revision == self.revision {
+            return Ok(self.range(q));
+        }
+        Ok(self.range_over(q, self.iter_range_at(&q.range, revision).into_iter()))
+    }
+
     /// A range read with etcd's semantics: `count` is every key in the range; the revision bounds then filter,
     /// the sort orders, and `limit` cuts (setting `more`). Without a sort or bound, it stops early at `limit`.
     pub fn range(&self, q: &RangeQuery) -> RangeResult {
+        self.range_over(q, self.iter_range(&q.range))
+    }
+
+    fn range_over<'a>(&self, q: &RangeQuery, items: impl Iterator<Item = (&'a Vec<u8>, &'a Meta)>) -> RangeResult {
         let mut out = RangeResult::default();
         let limit = if q.limit > 0 { q.limit as usize } else { usize::MAX };
         let filtered = q.sort_order != SortOrder::None
@@ -325,7 +431,7 @@ impl KeySpace {
                 || q.max_create_revision != 0 && m.create_revision > q.max_create_revision
                 || q.min_create_revision != 0 && m.create_revision < q.min_create_revision)
         };
-        for (k, m) in self.iter_range(&q.range) {
+        for (k, m) in items {
             out.count += 1;
             if q.count_only {
                 continue;
@@ -387,7 +493,10 @@ impl KeySpace {
         if let Some(p) = &prev {
             self.bytes -= entry_size(&key, &p.value);
         }
-        let prev_kv = prev.map(|p| p.to_kv(&key));
+        let prev_kv = prev.as_ref().map(|p| p.to_kv(&key));
+        if let Some(p) = prev {
+            self.remember(&key, Past { rev: p.mod_revision, meta: Some(p) });
+        }
         self.map.insert(key, meta);
         Event { kind: EventKind::Put, kv, prev_kv }
     }
@@ -409,7 +518,10 @@ impl KeySpace {
                 self.bytes -= entry_size(&k, &prev.value);
                 let kv =
                     KeyValue { key: k.clone(), value: Vec::new(), create_revision: 0, mod_revision: rev, version: 0 };
-                Some(Event { kind: EventKind::Delete, kv, prev_kv: Some(prev.to_kv(&k)) })
+                let prev_kv = prev.to_kv(&k);
+                self.remember(&k, Past { rev: prev.mod_revision, meta: Some(prev) });
+                self.remember(&k, Past { rev, meta: None });
+                Some(Event { kind: EventKind::Delete, kv, prev_kv: Some(prev_kv) })
             })
             .collect()
     }
@@ -459,17 +571,30 @@ impl KeySpace {
 
     /// Why the branches that will run cannot run (etcd checks the puts on the path, in order, before any op).
     fn refusal(&self, ops: &[TxnOp]) -> Option<TxnRefused> {
-        ops.iter().find_map(|op| match op {
+        // Puts first, then ranges, each over the whole path (etcd's order).
+        self.refusal_where(ops, &|op| match op {
             TxnOp::Put { key, ignore_value, ignore_lease, .. }
                 if (*ignore_value || *ignore_lease) && !self.map.contains_key(key) =>
             {
                 Some(TxnRefused::KeyNotFound)
             }
             TxnOp::Put { lease, .. } if *lease != 0 => Some(TxnRefused::LeaseNotFound),
-            TxnOp::Txn { compare, success, failure } => {
-                self.refusal(if compare.iter().all(|c| self.compare(c)) { success } else { failure })
-            }
             _ => None,
+        })
+        .or_else(|| {
+            self.refusal_where(ops, &|op| match op {
+                TxnOp::Range(q) => self.check_revision(q.revision).err().map(TxnRefused::Revision),
+                _ => None,
+            })
+        })
+    }
+
+    fn refusal_where(&self, ops: &[TxnOp], check: &dyn Fn(&TxnOp) -> Option<TxnRefused>) -> Option<TxnRefused> {
+        ops.iter().find_map(|op| match op {
+            TxnOp::Txn { compare, success, failure } => {
+                self.refusal_where(if compare.iter().all(|c| self.compare(c)) { success } else { failure }, check)
+            }
+            op => check(op),
         })
     }
 
@@ -547,7 +672,15 @@ impl KeySpace {
                     events.push(ev);
                     responses.push(TxnOpResponse::Put { prev_kv, revision: rev });
                 }
-                TxnOp::Range(q) => responses.push(TxnOpResponse::Range(self.range(&q), seen(events))),
+                TxnOp::Range(q) => {
+                    // At a given revision, a read does not see this txn's writes (they are at a later one).
+                    let result = if q.revision == 0 || (q.revision == begin && events.is_empty()) {
+                        self.range(&q)
+                    } else {
+                        self.range_over(&q, self.iter_range_at(&q.range, q.revision).into_iter())
+                    };
+                    responses.push(TxnOpResponse::Range(result, seen(events)))
+                }
                 TxnOp::Delete { range, prev_kv } => {
                     let keys: Vec<Vec<u8>> = self.iter_range(&range).map(|(k, _)| k.clone()).collect();
                     let evs = self.delete_at(keys, rev);
@@ -584,12 +717,149 @@ impl KeySpace {
                 m.mod_revision += 1;
             }
         }
+        let keys: Vec<Vec<u8>> = self.history.keys().cloned().collect();
+        for k in keys {
+            if let Some(past) = self.history.get_mut(&k) {
+                for p in past.iter_mut() {
+                    p.rev += 1;
+                    if let Some(m) = p.meta.as_mut() {
+                        m.create_revision += 1;
+                        m.mod_revision += 1;
+                    }
+                }
+            }
+        }
+        if self.compact_revision > 0 {
+            self.compact_revision += 1;
+        }
         true
     }
 
     /// Whether [`Self::adopt_etcd_revisions`] was applied.
     pub fn etcd_revisions(&self) -> bool {
         self.etcd_revisions
+    }
+
+    /// Keeps a superseded write of `key` in the history.
+    fn remember(&mut self, key: &[u8], past: Past) {
+        self.history_bytes += past_size(key, &past);
+        match self.history.get_mut(key) {
+            Some(v) => v.push_back(past),
+            None => {
+                self.history.insert(key.to_vec(), Vector::unit(past));
+            }
+        }
+    }
+
+    /// Bytes of keys and values the MVCC history holds.
+    pub fn history_bytes(&self) -> u64 {
+        self.history_bytes
+    }
+
+    /// Versions held in the MVCC history.
+    pub fn history_versions(&self) -> usize {
+        self.history.values().map(|v| v.len()).sum()
+    }
+
+    /// Compacts the history to `revision` (etcd's Compact): afterwards reads at `revision` and later still work,
+    /// reads before it are refused, and every version no such read can see is dropped.
+    pub fn compact(&mut self, revision: i64) -> Result<(), RevisionError> {
+        if revision > self.revision {
+            return Err(RevisionError::Future);
+        }
+        if revision <= self.compact_revision {
+            return Err(RevisionError::Compacted { compact_revision: self.compact_revision });
+        }
+        self.compact_revision = revision;
+        let keys: Vec<Vec<u8>> = self.history.keys().cloned().collect();
+        for k in keys {
+            let current_visible = self.map.get(&k).is_some_and(|m| m.mod_revision <= revision);
+            let Some(past) = self.history.get(&k) else { continue };
+            // The first entry a read at `revision` or later can see: the last one at or before `revision`
+            // (unless the current version, or a delete, already hides it), and everything after it.
+            let keep_from = if current_visible {
+                past.len()
+            } else {
+                match past.iter().rposition(|p| p.rev <= revision) {
+                    Some(i) if past[i].meta.is_some() => i,
+                    Some(i) => i + 1,
+                    None => 0,
+                }
+            };
+            if keep_from == 0 {
+                continue;
+            }
+            let dropped: u64 = past.iter().take(keep_from).map(|p| past_size(&k, p)).sum();
+            self.history_bytes -= dropped;
+            if keep_from >= past.len() {
+                self.history.remove(&k);
+            } else {
+                let kept = past.clone().split_off(keep_from);
+                self.history.insert(k, kept);
+            }
+        }
+        Ok(())
+    }
+
+    /// A hash of every version visible at some revision in `[compact revision, revision]` (etcd's HashKV): equal
+    /// on every member that applied the same log, whatever its snapshots.
+    pub fn hash_kv(&self, revision: i64) -> Result<u32, RevisionError> {
+        self.check_revision(revision)?;
+        let revision = if revision == 0 { self.revision } else { revision };
+        let mut h = crc32c::crc32c(&self.compact_revision.to_be_bytes());
+        let mut add = |key: &[u8], rev: i64, m: Option<&Meta>| {
+            h = crc32c::crc32c_append(h, &(key.len() as u64).to_be_bytes());
+            h = crc32c::crc32c_append(h, key);
+            h = crc32c::crc32c_append(h, &rev.to_be_bytes());
+            if let Some(m) = m {
+                h = crc32c::crc32c_append(h, &m.create_revision.to_be_bytes());
+                h = crc32c::crc32c_append(h, &m.version.to_be_bytes());
+                h = crc32c::crc32c_append(h, &(m.value.len() as u64).to_be_bytes());
+                h = crc32c::crc32c_append(h, &m.value);
+            }
+        };
+        let keys: Vec<(&Vec<u8>, Option<&Meta>)> = {
+            let mut live: Vec<&Vec<u8>> = self.map.keys().collect();
+            live.extend(self.history.keys().filter(|k| !self.map.contains_key(*k)));
+            live.sort();
+            live.into_iter().map(|k| (k, self.map.get(k))).collect()
+        };
+        for (k, current) in keys {
+            if let Some(past) = self.history.get(k) {
+                for p in past.iter().filter(|p| p.rev <= revision) {
+                    add(k, p.rev, p.meta.as_ref());
+                }
+            }
+            if let Some(m) = current.filter(|m| m.mod_revision <= revision) {
+                add(k, m.mod_revision, Some(m));
+            }
+        }
+        Ok(h)
+    }
+
+    /// The MVCC history and compact revision, for snapshots.
+    pub fn history_image(&self) -> (i64, HistoryImage) {
+        let entries = self.history.iter().map(|(k, v)| (k.clone(), v.iter().cloned().collect())).collect();
+        (self.compact_revision, entries)
+    }
+
+    /// Restores the MVCC history from a snapshot, refusing an inconsistent one.
+    pub fn set_history(&mut self, compact_revision: i64, entries: HistoryImage) -> Result<(), String> {
+        let mut bytes = 0;
+        let mut history = OrdMap::new();
+        for (k, past) in entries {
+            let ordered = past.windows(2).all(|w| w[0].rev < w[1].rev);
+            let below_current = past.last().is_none_or(|p| p.rev <= self.revision);
+            if past.is_empty() || !ordered || !below_current {
+                return Err(format!("inconsistent history of key {:?}", String::from_utf8_lossy(&k)));
+            }
+            bytes += past.iter().map(|p| past_size(&k, p)).sum::<u64>();
+            history.insert(k, past.into_iter().collect());
+        }
+        self.history = history;
+        self.history_bytes = bytes;
+        self.compact_revision = compact_revision;
+        Ok(())
     }
 
     pub fn to_image(&self) -> KeySpaceImage {
@@ -612,7 +882,16 @@ impl KeySpace {
             }
         }
         let bytes = map.iter().map(|(k, m)| entry_size(k, &m.value)).sum();
-        Ok(Self { map, revision: image.revision, bytes, etcd_revisions })
+        // An image without its history (from an older raftkv): nothing before it can be read.
+        Ok(Self {
+            map,
+            revision: image.revision,
+            bytes,
+            etcd_revisions,
+            history: OrdMap::new(),
+            compact_revision: image.revision,
+            history_bytes: 0,
+        })
     }
 }
 
@@ -886,5 +1165,82 @@ mod tests {
         assert_eq!((old.revision(), kv.create_revision, kv.mod_revision, kv.version), (3, 2, 3, 2));
         let back = KeySpace::from_image(old.to_image(), old.etcd_revisions()).unwrap();
         assert!(back.etcd_revisions());
+    }
+
+    fn at(ks: &KeySpace, range: KeyRange, revision: i64) -> Result<Vec<(String, String)>, RevisionError> {
+        let r = ks.range_at(&RangeQuery { range, ..Default::default() }, revision)?;
+        Ok(r.kvs
+            .into_iter()
+            .map(|kv| (String::from_utf8(kv.key).unwrap(), String::from_utf8(kv.value).unwrap()))
+            .collect())
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn past_revisions_read_what_was_there_then() {
+        let mut ks = KeySpace::default();
+        ks.adopt_etcd_revisions(); // 1
+        ks.put(b"a".to_vec(), b"1".to_vec()); // 2
+        ks.put(b"b".to_vec(), b"1".to_vec()); // 3
+        ks.put(b"a".to_vec(), b"2".to_vec()); // 4
+        ks.delete(&KeyRange::single("b")); // 5
+        ks.put(b"b".to_vec(), b"again".to_vec()); // 6
+        let all = || KeyRange::from_wire(b"a".to_vec(), vec![0]);
+        assert_eq!(at(&ks, all(), 1).unwrap(), pairs(&[]));
+        assert_eq!(at(&ks, all(), 2).unwrap(), pairs(&[("a", "1")]));
+        assert_eq!(at(&ks, all(), 3).unwrap(), pairs(&[("a", "1"), ("b", "1")]));
+        assert_eq!(at(&ks, all(), 4).unwrap(), pairs(&[("a", "2"), ("b", "1")]));
+        assert_eq!(at(&ks, all(), 5).unwrap(), pairs(&[("a", "2")]), "deleted at 5");
+        assert_eq!(at(&ks, all(), 6).unwrap(), pairs(&[("a", "2"), ("b", "again")]));
+        assert_eq!(at(&ks, all(), 7), Err(RevisionError::Future));
+        let b3 = ks.range_at(&RangeQuery { range: KeyRange::single("b"), ..Default::default() }, 3).unwrap();
+        assert_eq!((b3.kvs[0].create_revision, b3.kvs[0].mod_revision, b3.kvs[0].version), (3, 3, 1));
+    }
+
+    #[test]
+    fn compaction_keeps_what_reads_at_or_after_it_can_see() {
+        let mut ks = KeySpace::default();
+        ks.adopt_etcd_revisions(); // 1
+        for v in ["1", "2", "3"] {
+            ks.put(b"a".to_vec(), v.into()); // 2, 3, 4
+        }
+        ks.put(b"gone".to_vec(), b"x".to_vec()); // 5
+        ks.delete(&KeyRange::single("gone")); // 6
+        ks.put(b"a".to_vec(), b"4".to_vec()); // 7
+        let before = ks.history_versions();
+        ks.compact(6).unwrap();
+        let all = || KeyRange::from_wire(b"a".to_vec(), vec![0]);
+        assert_eq!(at(&ks, all(), 5), Err(RevisionError::Compacted { compact_revision: 6 }));
+        assert_eq!(at(&ks, all(), 6).unwrap(), pairs(&[("a", "3")]), "the compacted revision itself is readable");
+        assert_eq!(at(&ks, all(), 7).unwrap(), pairs(&[("a", "4")]));
+        assert_eq!(ks.history_versions(), 1, "only a=3 is still needed (from {before})");
+        assert_eq!(ks.compact(6), Err(RevisionError::Compacted { compact_revision: 6 }));
+        assert_eq!(ks.compact(8), Err(RevisionError::Future));
+        ks.compact(7).unwrap();
+        assert_eq!((ks.history_versions(), ks.history_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn history_survives_a_snapshot_and_hashes_alike() {
+        let mut ks = KeySpace::default();
+        ks.adopt_etcd_revisions();
+        for i in 0..20u8 {
+            ks.put(vec![b'k', i % 3], vec![i]);
+        }
+        ks.delete(&KeyRange::single(vec![b'k', 1]));
+        ks.compact(10).unwrap();
+        let (compact, history) = ks.history_image();
+        let mut back = KeySpace::from_image(ks.to_image(), true).unwrap();
+        back.set_history(compact, history).unwrap();
+        let all = || KeyRange::from_wire(vec![0], vec![0]);
+        for rev in 10..=ks.revision() {
+            assert_eq!(at(&back, all(), rev), at(&ks, all(), rev), "revision {rev}");
+            assert_eq!(back.hash_kv(rev), ks.hash_kv(rev));
+        }
+        assert_ne!(ks.hash_kv(15), ks.hash_kv(16), "the hash covers the versions up to its revision");
+        assert_eq!(back.history_bytes(), ks.history_bytes());
     }
 }

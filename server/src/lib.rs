@@ -30,6 +30,7 @@
 //! - [`error`]: the crate's error type.
 
 pub mod api;
+pub mod auto_compaction;
 pub mod client;
 pub mod config;
 pub mod dashboard;

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub proposals_failed: IntCounter,
     /// Linearizable reads served under the leader lease (no round).
     pub lease_reads: IntCounter,
+    /// Compactions of the MVCC history this node proposed (`auto_compaction`).
+    pub compactions: IntCounter,
     pub apply_seconds: Histogram,
     pub fsync_seconds: Histogram,
     pub fsync_batch_records: Histogram,
@@ -70,6 +72,10 @@ impl Metrics {
             lease_reads: reg!(IntCounter::new(
                 "lease_reads_total",
                 "linearizable reads served under the leader lease, without a round"
+            )),
+            compactions: reg!(IntCounter::new(
+                "auto_compactions_total",
+                "compactions of the MVCC history this node proposed as leader"
             )),
             apply_seconds: reg!(Histogram::with_opts(
                 HistogramOpts::new("apply_seconds", "state machine apply latency per batch").buckets(latency_buckets())

@@ -309,6 +309,7 @@ pub async fn run(
     });
 
     spawn_etcd_revisions(ctx.clone());
+    crate::auto_compaction::spawn(ctx.clone(), config.auto_compaction);
     crate::raft::compaction::spawn(
         raft.clone(),
         wal.clone(),

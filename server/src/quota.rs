@@ -77,7 +77,7 @@ impl Quota {
         }
         match cmd {
             Command::Put { key, value, .. } => put(key, value),
-            Command::Delete { .. } | Command::EtcdRevisions => 0,
+            Command::Delete { .. } | Command::EtcdRevisions | Command::Compact { .. } => 0,
             Command::Txn { success, failure, .. } => ops(success, &put).max(ops(failure, &put)),
             Command::TxnV1 { success, failure, .. } => {
                 let v1 = |o: &[crate::raft::command_v1::TxnOpV1]| -> Vec<TxnOp> {

@@ -97,7 +97,13 @@ fn range_req(rng: &mut Rng, revision: i64, by_key_only: bool) -> pb::RangeReques
         key,
         range_end,
         limit: if rng.chance(30) && sort_target == 0 { rng.below(4) as i64 } else { 0 },
-        revision: if rng.chance(10) { revision } else { 0 },
+        // Now, a past revision (some compacted away), or one in the future.
+        revision: match rng.below(20) {
+            0..=1 => revision,
+            2..=4 => rng.below(revision as u64 + 1) as i64,
+            5 => revision + 1 + rng.below(3) as i64,
+            _ => 0,
+        },
         sort_order: if sorted { rng.below(3) as i32 } else { 0 },
         sort_target,
         serializable: false,
@@ -223,6 +229,7 @@ async fn run(kv: &mut KvClient<Channel>, op: &Op) -> String {
             })
         }
         Op::Txn(r) => outcome(kv.txn(r).await, txn_response),
+        Op::Compact(r) => outcome(kv.compact(r).await, |r| header(&mut r.header)),
     }
 }
 
@@ -232,6 +239,7 @@ enum Op {
     Delete(pb::DeleteRangeRequest),
     Range(pb::RangeRequest),
     Txn(pb::TxnRequest),
+    Compact(pb::CompactionRequest),
 }
 
 type WatchHandle = (tokio::sync::mpsc::Sender<pb::WatchRequest>, tonic::Streaming<pb::WatchResponse>);
@@ -324,9 +332,14 @@ async fn raftkv_answers_every_operation_as_etcd_does() {
         Rng((seed.wrapping_add(0x9e37_79b9_7f4a_7c15) ^ (seed >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9) | 1);
     let mut revision = 1;
     let mut mid_revision = 0;
-    let mut kinds = [0usize; 4];
+    let mut kinds = [0usize; 5];
     for i in 0..count {
+        // Compactions in the first half only: the late watch below starts in the second.
         let op = match rng.below(10) {
+            _ if i < count / 2 && rng.chance(2) => {
+                let to = revision - rng.below(30) as i64 + rng.below(3) as i64;
+                Op::Compact(pb::CompactionRequest { revision: to, physical: rng.chance(50) })
+            }
             0..=2 => Op::Put(put(&mut rng)),
             3 => Op::Delete(delete(&mut rng)),
             4..=6 => Op::Range(range_req(&mut rng, revision, false)),
@@ -337,6 +350,7 @@ async fn raftkv_answers_every_operation_as_etcd_does() {
             Op::Delete(_) => 1,
             Op::Range(_) => 2,
             Op::Txn(_) => 3,
+            Op::Compact(_) => 4,
         }] += 1;
         let want = run(&mut theirs, &op).await;
         let got = run(&mut ours, &op).await;
@@ -353,14 +367,22 @@ async fn raftkv_answers_every_operation_as_etcd_does() {
         }
     }
     eprintln!(
-        "{count} operations agreed (puts {}, deletes {}, ranges {}, txns {}); revision {revision}",
-        kinds[0], kinds[1], kinds[2], kinds[3]
+        "{count} operations agreed (puts {}, deletes {}, ranges {}, txns {}, compactions {}); revision {revision}",
+        kinds[0], kinds[1], kinds[2], kinds[3], kinds[4]
     );
     assert!(revision > 50, "the sequence should have written a lot; revision {revision}");
 
     let want = collect(their_watch, "etcd's watch from revision 1", revision).await;
     let got = collect(our_watch, "raftkv's watch from revision 1", revision).await;
     compare_watches("watch from revision 1 with prev_kv", got, want);
+    // From a compacted revision: canceled, with the compact revision to resume from.
+    let (mut ours_c, mut theirs_c) =
+        (open_watch(raftkv_channel(follower), 1, false).await, open_watch(etcd.channel(), 1, false).await);
+    let canceled = |m: pb::WatchResponse| (m.canceled, m.compact_revision, m.events.len());
+    let got = canceled(ours_c.1.message().await.unwrap().unwrap());
+    let want = canceled(theirs_c.1.message().await.unwrap().unwrap());
+    assert_eq!(got, want, "a watch from a compacted revision");
+    eprintln!("watch from revision 1 after compactions: canceled at compact revision {} on both", got.1);
     // From a past revision, opened now: served from the history.
     let want = collect(open_watch(etcd.channel(), mid_revision, false).await, "etcd's late watch", revision).await;
     let got =

@@ -130,6 +130,8 @@ async fn etcdctl_works_against_raftkv() {
     );
     let rev = ctl.json(&["get", "zzz"])["header"]["revision"].as_i64().unwrap();
     assert_eq!(ctl.ok(&["get", "zzz", "--rev", &rev.to_string()]), "zzz\nlast\n");
+    // The MVCC history: an old version at its revision.
+    assert_eq!(ctl.ok(&["get", "greeting", "--rev", "2", "--print-value-only"]), "hello\n");
     assert!(ctl
         .fails(&["get", "zzz", "--rev", &(rev + 100).to_string()])
         .contains("required revision is a future revision"));
@@ -226,6 +228,16 @@ async fn etcdctl_works_against_raftkv() {
     assert!(ok, "endpoint health: {out}{err}");
     assert_eq!(format!("{out}{err}").matches("is healthy").count(), 3, "{out}{err}");
     assert_eq!(ctl.ok(&["alarm", "list"]), "");
+    // hashkv: every member hashes the same history alike.
+    let hashes = ctl.json(&["endpoint", "hashkv"]);
+    let hashes: Vec<u64> = hashes.as_array().unwrap().iter().map(|h| h["HashKV"]["hash"].as_u64().unwrap()).collect();
+    assert!(hashes.len() == 3 && hashes.iter().all(|h| *h == hashes[0]), "{hashes:?}");
+    // compaction: older revisions are gone afterwards, newer ones stay.
+    let now = ctl.json(&["get", "greeting"])["header"]["revision"].as_i64().unwrap();
+    assert_eq!(ctl.ok(&["compaction", &now.to_string()]).trim(), format!("compacted revision {now}"));
+    assert!(ctl.fails(&["get", "greeting", "--rev", "2"]).contains("required revision has been compacted"));
+    assert!(ctl.fails(&["compaction", &now.to_string()]).contains("required revision has been compacted"));
+    assert_eq!(ctl.ok(&["get", "greeting", "--rev", &now.to_string(), "--print-value-only"]), "bonjour\n");
     let (ok, out, err) = ctl.run_with_input(&["defrag"], "");
     assert!(ok, "defrag: {out}{err}");
     assert_eq!(format!("{out}{err}").matches("Finished defragmenting").count(), 3, "{out}{err}");

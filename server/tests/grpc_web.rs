@@ -34,7 +34,7 @@ async fn grpc_web_over_http1_with_cors() {
     assert!(resp.contains("access-control-allow-origin: http://127.0.0.1:8080"), "{resp}");
 
     // A gRPC-Web unary call: a length-prefixed protobuf frame over plain HTTP/1.1.
-    let msg = raftkv_proto::GetRequest { key: b"web-key".to_vec(), serializable: false }.encode_to_vec();
+    let msg = raftkv_proto::GetRequest { key: b"web-key".to_vec(), serializable: false, revision: 0 }.encode_to_vec();
     let mut body = vec![0u8];
     body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
     body.extend_from_slice(&msg);

@@ -108,7 +108,7 @@ impl Node {
     }
 
     pub async fn get(&self, key: &str, serializable: bool) -> Result<pb::GetResponse> {
-        let msg = pb::GetRequest { key: key.into(), serializable };
+        let msg = pb::GetRequest { key: key.into(), serializable, revision: 0 };
         call(USER, self.kv().get(request(msg, USER))).await
     }
 
@@ -125,6 +125,7 @@ impl Node {
             keys_only: false,
             count_only: false,
             serializable,
+            revision: 0,
         };
         call(USER, self.kv().range(request(msg, USER))).await
     }

@@ -83,6 +83,7 @@ pub fn range_query(limits: &Limits, r: &pb::RangeRequest) -> Result<RangeQuery> 
         limit: r.limit,
         keys_only: r.keys_only,
         count_only: r.count_only,
+        revision: r.revision,
         ..Default::default()
     })
 }
@@ -184,6 +185,18 @@ fn check_no_duplicate_writes(ops: &[TxnOp]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The native API's error for a revision that cannot be read.
+pub fn revision_error(e: crate::keyspace::RevisionError, requested: i64, current: i64) -> Error {
+    match e {
+        crate::keyspace::RevisionError::Compacted { compact_revision } => Error::Compacted(format!(
+            "revision {requested} was compacted: this key space keeps versions from revision {compact_revision} on"
+        )),
+        crate::keyspace::RevisionError::Future => {
+            Error::InvalidArgument(format!("revision {requested} is in the future: the current revision is {current}"))
+        }
+    }
 }
 
 pub fn kv(kv: KeyValue) -> pb::KeyValue {

@@ -183,8 +183,21 @@ impl Kv for KvService {
                 }
                 ctx.read_barrier(deadline).await?;
             }
-            let (kv, revision) = ctx.state_machine.read(|ks| (ks.get(&msg.key), ks.revision()));
-            Ok(pb::GetResponse { header: Some(ctx.header(revision)), kv: kv.map(convert::kv) })
+            let (kv, revision) = ctx.state_machine.read(|ks| {
+                let query = crate::keyspace::RangeQuery {
+                    range: crate::keyspace::KeyRange::single(msg.key.clone()),
+                    ..Default::default()
+                };
+                let kv = match msg.revision {
+                    0 => Ok(ks.get(&msg.key)),
+                    at => ks
+                        .range_at(&query, at)
+                        .map(|r| r.kvs.into_iter().next())
+                        .map_err(|e| convert::revision_error(e, at, ks.revision())),
+                };
+                (kv, ks.revision())
+            });
+            Ok(pb::GetResponse { header: Some(ctx.header(revision)), kv: kv?.map(convert::kv) })
         })
         .await
     }
@@ -226,8 +239,11 @@ impl Kv for KvService {
                 }
                 ctx.read_barrier(deadline).await?;
             }
-            let (result, revision) = ctx.state_machine.read(|ks| (ks.range(&query), ks.revision()));
-            Ok(convert::range_response(ctx.header(revision), result))
+            let (result, revision) = ctx.state_machine.read(|ks| {
+                let r = ks.range_at(&query, query.revision);
+                (r.map_err(|e| convert::revision_error(e, query.revision, ks.revision())), ks.revision())
+            });
+            Ok(convert::range_response(ctx.header(revision), result?))
         })
         .await
     }

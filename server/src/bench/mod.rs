@@ -152,13 +152,13 @@ pub(crate) async fn raftkv_op(name: &str, op: Op, t: &Targets<'_>, l: &Load) -> 
         }
         Op::ReadLinearizable => {
             drive(name, l, connections(&leader, l.conns, t.tls)?, move |mut c, i| async move {
-                c.get(pb::GetRequest { key: key(i % keys, ks), serializable: false }).await.map(|_| ())
+                c.get(pb::GetRequest { key: key(i % keys, ks), serializable: false, revision: 0 }).await.map(|_| ())
             })
             .await
         }
         Op::ReadSerializable => {
             drive(name, l, connections(t.all, l.conns, t.tls)?, move |mut c, i| async move {
-                c.get(pb::GetRequest { key: key(i % keys, ks), serializable: true }).await.map(|_| ())
+                c.get(pb::GetRequest { key: key(i % keys, ks), serializable: true, revision: 0 }).await.map(|_| ())
             })
             .await
         }

@@ -1,4 +1,4 @@
-//! `raftkv get KEY [--serializable]`: the value alone on stdout; exit 1 if the key is absent.
+//! `raftkv get KEY [--serializable] [--rev N]`: the value alone on stdout; exit 1 if the key is absent.
 
 use std::{io::Write, process::ExitCode};
 
@@ -10,10 +10,13 @@ pub struct GetArgs {
     /// Read from whichever node answers, without confirming with the leader (faster, possibly stale).
     #[arg(long)]
     pub serializable: bool,
+    /// Read the key as it was at this revision (0 = now; etcdctl's --rev).
+    #[arg(long, default_value_t = 0)]
+    pub rev: i64,
 }
 
 pub async fn run(cli: &Cli, a: &GetArgs) -> anyhow::Result<ExitCode> {
-    let resp = cli.client()?.get(a.key.as_bytes(), a.serializable).await.map_err(status_error)?;
+    let resp = cli.client()?.get_at(a.key.as_bytes(), a.serializable, a.rev).await.map_err(status_error)?;
     let Some(kv) = resp.kv else {
         eprintln!("key {:?} not found", a.key);
         return Ok(ExitCode::FAILURE);

@@ -24,6 +24,9 @@ pub struct ScanArgs {
     pub count_only: bool,
     #[arg(long)]
     pub serializable: bool,
+    /// Read the keys as they were at this revision (0 = now; etcdctl's --rev).
+    #[arg(long, default_value_t = 0)]
+    pub rev: i64,
 }
 
 pub async fn run(cli: &Cli, a: &ScanArgs) -> anyhow::Result<ExitCode> {
@@ -38,6 +41,7 @@ pub async fn run(cli: &Cli, a: &ScanArgs) -> anyhow::Result<ExitCode> {
         keys_only: a.keys_only,
         count_only: a.count_only,
         serializable: a.serializable,
+        revision: a.rev,
     };
     let resp = cli.client()?.range(req).await.map_err(status_error)?;
     match cli.output {

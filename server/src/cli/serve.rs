@@ -172,6 +172,15 @@ pub struct ServeArgs {
     /// the key space under 90 % of the quota. 0 means the default (2 GiB).
     #[arg(long, env = "RAFTKV_QUOTA_BACKEND_BYTES", default_value_t = raftkv::quota::DEFAULT_QUOTA_BACKEND_BYTES)]
     pub quota_backend_bytes: u64,
+    /// How the leader compacts the MVCC history (etcd's flag): `periodic` keeps --auto-compaction-retention of
+    /// time, `revision` keeps that many revisions. Reads and watches before the compacted revision are refused.
+    #[arg(long, env = "RAFTKV_AUTO_COMPACTION_MODE", value_enum, default_value_t = raftkv::auto_compaction::Mode::Periodic)]
+    pub auto_compaction_mode: raftkv::auto_compaction::Mode,
+    /// How much history to keep (etcd's flag): for periodic a duration (5m, 1h) or a number of hours, for revision
+    /// a number of revisions; 0 keeps everything. The history lives in memory, so the default is 5m (etcd's
+    /// default is 0).
+    #[arg(long, env = "RAFTKV_AUTO_COMPACTION_RETENTION", default_value = "5m")]
+    pub auto_compaction_retention: String,
 }
 
 impl ServeArgs {
@@ -237,6 +246,9 @@ impl ServeArgs {
         c.web_dir = self.web_dir.clone();
         c.dashboard_endpoints = self.dashboard_endpoints.iter().filter(|e| !e.trim().is_empty()).cloned().collect();
         c.quota_backend_bytes = self.quota_backend_bytes; // storage safety (issue 9)
+        c.auto_compaction =
+            raftkv::auto_compaction::Policy::parse(self.auto_compaction_mode, &self.auto_compaction_retention)
+                .map_err(anyhow::Error::msg)?;
         c.validate()?;
         Ok(c)
     }

@@ -216,7 +216,17 @@ impl Client {
     }
 
     pub async fn get(&self, key: impl Into<Vec<u8>>, serializable: bool) -> Result<pb::GetResponse, Status> {
-        let msg = pb::GetRequest { key: key.into(), serializable };
+        self.get_at(key, serializable, 0).await
+    }
+
+    /// Reads `key` as it was at `revision` (0 = now).
+    pub async fn get_at(
+        &self,
+        key: impl Into<Vec<u8>>,
+        serializable: bool,
+        revision: i64,
+    ) -> Result<pb::GetResponse, Status> {
+        let msg = pb::GetRequest { key: key.into(), serializable, revision };
         self.call(Retry::Idempotent, |addr, left| {
             let msg = msg.clone();
             async move { Ok(self.kv(&addr)?.get(Self::request(msg, left)).await?.into_inner()) }

@@ -27,7 +27,7 @@ pub mod wire_bytes;
 
 use serde::{Deserialize, Serialize};
 
-use crate::keyspace::{KeyValue, TxnCompare, TxnOp, TxnOpResponse, TxnRefused};
+use crate::keyspace::{KeyValue, RevisionError, TxnCompare, TxnOp, TxnOpResponse, TxnRefused};
 
 /// Node ids are small positive integers chosen by the operator (`--id`); 0 means "none" on the wire.
 pub type NodeId = u64;
@@ -101,6 +101,10 @@ pub enum Command {
         success: Vec<TxnOp>,
         failure: Vec<TxnOp>,
     },
+    /// Drops the MVCC history before `revision` (etcd's Compact), at the same log position on every member.
+    Compact {
+        revision: i64,
+    },
 }
 
 impl std::fmt::Display for Command {
@@ -120,7 +124,12 @@ impl std::fmt::Display for Command {
                 write!(f, "txn ({} compares, {} then, {} else)", compare.len(), success.len(), failure.len())
             }
             Command::EtcdRevisions => f.write_str("adopt etcd revision numbering"),
+            Command::Compact { revision } => write!(f, "compact to revision {revision}"),
             Command::Batch(cmds) => match cmds.as_slice() {
+                // The switch queued ahead of a write: name the write first.
+                [Command::EtcdRevisions, rest @ ..] if !rest.is_empty() => {
+                    write!(f, "{} + adopt etcd revision numbering", Command::Batch(rest.to_vec()))
+                }
                 [one] => one.fmt(f),
                 [first, rest @ ..] => write!(f, "{first} + {} more", rest.len()),
                 [] => f.write_str("empty batch"),
@@ -155,6 +164,10 @@ pub enum CommandResponse {
         revision: i64,
         reason: TxnRefused,
     },
+    Compact {
+        revision: i64,
+        result: Result<(), RevisionError>,
+    },
 }
 
 impl CommandResponse {
@@ -165,7 +178,8 @@ impl CommandResponse {
             | CommandResponse::Put { revision, .. }
             | CommandResponse::Delete { revision, .. }
             | CommandResponse::Txn { revision, .. }
-            | CommandResponse::TxnRefused { revision, .. } => *revision,
+            | CommandResponse::TxnRefused { revision, .. }
+            | CommandResponse::Compact { revision, .. } => *revision,
             CommandResponse::Batch(r) => r.last().map_or(0, CommandResponse::revision),
         }
     }

@@ -207,6 +207,13 @@ impl StateMachineStore {
                     failure: failure.into_iter().map(Into::into).collect(),
                 },
             ),
+            Command::Compact { revision } => {
+                let result = ks.compact(revision);
+                if result.is_ok() {
+                    tracing::debug!(revision, "compacted the MVCC history");
+                }
+                CommandResponse::Compact { revision: ks.revision(), result }
+            }
             Command::EtcdRevisions => {
                 let before = ks.revision();
                 if ks.adopt_etcd_revisions() {
@@ -233,27 +240,31 @@ impl StateMachineStore {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SnapshotExtension {
     etcd_revisions: bool,
+    /// The MVCC history (`KeySpace::history_image`).
+    compact_revision: i64,
+    history: crate::keyspace::HistoryImage,
 }
 
 /// Encodes a snapshot: the image, then its extension.
-fn encode_snapshot(image: &SnapshotImage, etcd_revisions: bool) -> Vec<u8> {
+fn encode_snapshot(image: &SnapshotImage, keyspace: &KeySpace) -> Vec<u8> {
     let mut bytes = encode(image);
-    bytes.extend(encode(&SnapshotExtension { etcd_revisions }));
+    let (compact_revision, history) = keyspace.history_image();
+    bytes.extend(encode(&SnapshotExtension { etcd_revisions: keyspace.etcd_revisions(), compact_revision, history }));
     bytes
 }
 
 fn decode_snapshot(bytes: &[u8]) -> Result<StateMachineData, String> {
     let (image, rest): (SnapshotImage, &[u8]) = postcard::take_from_bytes(bytes).map_err(|e| e.to_string())?;
-    let ext = if rest.is_empty() {
-        SnapshotExtension { etcd_revisions: false }
+    let keyspace = if rest.is_empty() {
+        // From an older raftkv: no history (nothing before the image can be read) and its own numbering.
+        KeySpace::from_image(image.keyspace, false)?
     } else {
-        decode::<SnapshotExtension>(rest).map_err(|e| format!("snapshot extension: {e}"))?
+        let ext = decode::<SnapshotExtension>(rest).map_err(|e| format!("snapshot extension: {e}"))?;
+        let mut ks = KeySpace::from_image(image.keyspace, ext.etcd_revisions)?;
+        ks.set_history(ext.compact_revision, ext.history)?;
+        ks
     };
-    Ok(StateMachineData {
-        last_applied: image.last_applied,
-        membership: image.membership,
-        keyspace: KeySpace::from_image(image.keyspace, ext.etcd_revisions)?,
-    })
+    Ok(StateMachineData { last_applied: image.last_applied, membership: image.membership, keyspace })
 }
 
 impl StateMachineStore {
@@ -308,7 +319,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let meta2 = meta.clone();
         let bytes = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, bool), StorageError> {
             let image = SnapshotImage { last_applied, membership, keyspace: data.keyspace.to_image() };
-            let bytes = encode_snapshot(&image, data.keyspace.etcd_revisions());
+            let bytes = encode_snapshot(&image, &data.keyspace);
             let saved = shared.snapshots.save(&meta2, &bytes).map_err(|e| {
                 openraft::StorageIOError::write_snapshot(
                     Some(meta2.signature()),

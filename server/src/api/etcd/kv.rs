@@ -1,8 +1,8 @@
 //! etcd's `KV` service: Range, Put, DeleteRange, Txn — the same commands and reads as `raftkv.v1.KV`.
 //!
 //! Writes are proposed on the leader (a follower forwards them, once); Range is linearizable unless
-//! `serializable`. Compact is refused as unimplemented until raftkv keeps an MVCC history: reads at a past
-//! revision are answered as compacted meanwhile.
+//! `serializable`, and reads at a past revision from the MVCC history; Compact is a replicated command, applied by
+//! every member at the same log position.
 
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use crate::{
     },
     error::{Error, EtcdError, Result},
     keyspace::TxnOpResponse,
-    raft::CommandResponse,
+    raft::{Command, CommandResponse},
 };
 
 pub struct EtcdKvService {
@@ -48,6 +48,7 @@ fn refused(resp: &CommandResponse) -> Option<Error> {
         CommandResponse::TxnRefused { reason: TxnRefused::LeaseNotFound, .. } => {
             Some(Error::Etcd(EtcdError::LeaseNotFound))
         }
+        CommandResponse::TxnRefused { reason: TxnRefused::Revision(e), .. } => Some(convert::revision_error(*e)),
         _ => None,
     }
 }
@@ -60,7 +61,7 @@ impl Kv for EtcdKvService {
             let deadline = ctx.deadline(&req);
             let route = ctx.route(&req);
             let msg = req.into_inner();
-            let (query, revision) = convert::range_query(&ctx.limits, &msg)?;
+            let query = convert::range_query(&ctx.limits, &msg)?;
             if !msg.serializable && !ctx.unsafe_local_reads {
                 if let Route::Leader(addr) = route {
                     let r = ctx.etcd_kv_client(&addr)?.range(ctx.forward_request(msg, deadline)).await;
@@ -68,11 +69,8 @@ impl Kv for EtcdKvService {
                 }
                 ctx.read_barrier(deadline).await?;
             }
-            let (result, current) = ctx.state_machine.read(|ks| {
-                let current = ks.revision();
-                (convert::check_revision(revision, current).map(|_| ks.range(&query)), current)
-            });
-            Ok(convert::range_response(ctx.etcd_header(current), result?))
+            let (result, current) = ctx.state_machine.read(|ks| (ks.range_at(&query, query.revision), ks.revision()));
+            Ok(convert::range_response(ctx.etcd_header(current), result.map_err(convert::revision_error)?))
         })
         .await
     }
@@ -163,9 +161,30 @@ impl Kv for EtcdKvService {
         .await
     }
 
-    async fn compact(&self, _req: Request<pb::CompactionRequest>) -> Result<Response<pb::CompactionResponse>, Status> {
-        Err(Status::unimplemented(
-            "raftkv keeps no MVCC history yet, so there is nothing to compact: only the current revision is kept",
-        ))
+    async fn compact(&self, req: Request<pb::CompactionRequest>) -> Result<Response<pb::CompactionResponse>, Status> {
+        let ctx = &self.ctx;
+        observed(ctx, "etcd.Compact", async {
+            let deadline = ctx.deadline(&req);
+            let route = ctx.route(&req);
+            let msg = req.into_inner();
+            if let Route::Leader(addr) = route {
+                let r = ctx.etcd_kv_client(&addr)?.compact(ctx.forward_request(msg, deadline)).await;
+                return r.map(Response::into_inner).map_err(|s| forwarded(s, &addr));
+            }
+            // Refused before proposing what is sure to fail; the apply decides for the rest.
+            ctx.state_machine.read(|ks| match ks.check_revision(msg.revision) {
+                Err(e) => Err(convert::revision_error(e)),
+                Ok(()) if msg.revision <= ks.compact_revision() => Err(Error::Etcd(EtcdError::Compacted)),
+                Ok(()) => Ok(()),
+            })?;
+            match ctx.write(Command::Compact { revision: msg.revision }, deadline).await? {
+                CommandResponse::Compact { revision, result } => {
+                    result.map_err(convert::revision_error)?;
+                    Ok(pb::CompactionResponse { header: Some(ctx.etcd_header(revision)) })
+                }
+                other => Err(Error::Internal(format!("unexpected response to compact: {other:?}"))),
+            }
+        })
+        .await
     }
 }

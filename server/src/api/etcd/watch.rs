@@ -132,6 +132,21 @@ impl Watch for EtcdWatchService {
                         if tx.send(Ok(created)).await.is_err() {
                             return;
                         }
+                        // A start below the compact revision: created, then canceled with where to resume.
+                        let compacted = ctx.state_machine.read(|ks| ks.compact_revision());
+                        if c.start_revision > 0 && c.start_revision < compacted {
+                            let resp = pb::WatchResponse {
+                                header: Some(ctx.etcd_header(ctx.state_machine.watch_hub().latest())),
+                                watch_id: id,
+                                canceled: true,
+                                compact_revision: compacted,
+                                ..Default::default()
+                            };
+                            if tx.send(Ok(resp)).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
                         let (progress, progress_rx) = mpsc::channel(1);
                         let task = tokio::spawn(run_watch(ctx.clone(), id, c, watcher, tx.clone(), progress_rx));
                         watches.insert(id, RunningWatch { task, progress });
