@@ -102,7 +102,8 @@ pub fn watch(
 ) -> Vec<String> {
     let mut out = Vec::new();
     let written = written_values(ops);
-    let mut expect_next: Option<i64> = Some(1);
+    // A fresh store is at revision 1 (as etcd's): the first write is revision 2.
+    let mut expect_next: Option<i64> = Some(2);
     let mut last = 0i64;
     let mut state: BTreeMap<String, Option<String>> = BTreeMap::new();
     let mut resynced = false;
@@ -255,14 +256,17 @@ mod tests {
         };
         let finals =
             BTreeMap::from([("k/1".to_string(), Some("b".to_string())), ("k/2".to_string(), Some("c".to_string()))]);
-        let good = vec![ev(1, "k/1", "a"), ev(2, "k/1", "b"), ev(3, "k/2", "c")];
-        assert!(watch(&good, &ops, 3, &finals).is_empty());
-        let gap = vec![ev(1, "k/1", "a"), ev(3, "k/2", "c")];
-        assert!(watch(&gap, &ops, 3, &finals).iter().any(|v| v.contains("skipped")));
-        let dup = vec![ev(1, "k/1", "a"), ev(2, "k/1", "b"), ev(2, "k/1", "b"), ev(3, "k/2", "c")];
-        assert!(watch(&dup, &ops, 3, &finals).iter().any(|v| v.contains("duplicate")));
-        let short = vec![ev(1, "k/1", "a"), ev(2, "k/1", "b")];
-        assert!(!watch(&short, &ops, 3, &finals).is_empty());
+        // Revision 1 is the fresh store's: the first write is revision 2.
+        let good = vec![ev(2, "k/1", "a"), ev(3, "k/1", "b"), ev(4, "k/2", "c")];
+        assert!(watch(&good, &ops, 4, &finals).is_empty());
+        let gap = vec![ev(2, "k/1", "a"), ev(4, "k/2", "c")];
+        assert!(watch(&gap, &ops, 4, &finals).iter().any(|v| v.contains("skipped")));
+        let dup = vec![ev(2, "k/1", "a"), ev(3, "k/1", "b"), ev(3, "k/1", "b"), ev(4, "k/2", "c")];
+        assert!(watch(&dup, &ops, 4, &finals).iter().any(|v| v.contains("duplicate")));
+        let short = vec![ev(2, "k/1", "a"), ev(3, "k/1", "b")];
+        assert!(!watch(&short, &ops, 4, &finals).is_empty());
+        let missed_first = vec![ev(3, "k/1", "b"), ev(4, "k/2", "c")];
+        assert!(watch(&missed_first, &ops, 4, &finals).iter().any(|v| v.contains("skipped")));
     }
 
     #[test]

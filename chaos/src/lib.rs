@@ -2,6 +2,7 @@
 //! history checked.
 //!
 //! - [`workload`]: the clients and the watcher, and how each outcome is classified (ok / failed / unknown).
+//! - [`etcd_client`]: the same operations through raftkv's etcd API, for a share of the clients.
 //! - [`nemesis`]: the faults.
 //! - [`record`]: what is recorded, on one monotonic clock.
 //! - [`checker`]: linearizability per key (Wing & Gong with Lowe's memoization).
@@ -10,6 +11,7 @@
 
 pub mod checker;
 pub mod checks;
+pub mod etcd_client;
 pub mod nemesis;
 pub mod record;
 pub mod report;

@@ -171,6 +171,8 @@ async fn run(args: &Args) -> anyhow::Result<record::History> {
             keys: args.keys,
             seed: rng.random(),
             tls: tls.clone(),
+            // Every other unpinned client speaks etcd's API: both front doors, one history, one checker.
+            etcd_api: p % 4 == 1,
         };
         tasks.push(tokio::spawn(workload::run_client(spec, rec.clone(), stop.clone(), inc.clone())));
     }

@@ -21,6 +21,7 @@ use tonic::Status;
 
 use crate::{
     checker::history::{OpKind, Outcome},
+    etcd_client::EtcdKv,
     record::{RangeRead, Recorder, SerialRead, WatchRecord},
 };
 
@@ -61,6 +62,8 @@ pub struct ClientSpec {
     pub seed: u64,
     /// The cluster's client TLS files (empty without TLS).
     pub tls: ClientTls,
+    /// Puts, gets, deletes and compare-and-swaps go through the etcd API instead of `raftkv.v1`.
+    pub etcd_api: bool,
 }
 
 /// A client of `endpoints` with the cluster's TLS files (checked when the cluster started).
@@ -70,6 +73,9 @@ pub fn connect(endpoints: Vec<String>, timeout: Duration, tls: &ClientTls) -> Cl
 
 pub async fn run_client(spec: ClientSpec, rec: Arc<Recorder>, stop: Arc<AtomicBool>, inc: Incarnations) {
     let client = connect(spec.endpoints.clone(), Duration::from_secs(2), &spec.tls);
+    let etcd = spec.etcd_api.then(|| {
+        EtcdKv::new(connect(spec.endpoints.clone(), Duration::from_secs(2), &spec.tls), Duration::from_secs(2))
+    });
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let mut last_seen: HashMap<String, Option<String>> = HashMap::new();
     let p = spec.process;
@@ -80,6 +86,11 @@ pub async fn run_client(spec: ClientSpec, rec: Arc<Recorder>, stop: Arc<AtomicBo
         let value = format!("{p}-{seq}");
         let roll = rng.random_range(0..100);
         let t0 = rec.now();
+        if let Some(etcd) = &etcd {
+            if etcd_op(etcd, &rec, p, roll, &key, &value, &mut last_seen, t0).await {
+                continue;
+            }
+        }
         match roll {
             0..30 => {
                 let r = client.put(key.as_bytes(), value.as_bytes()).await;
@@ -184,6 +195,51 @@ pub async fn run_client(spec: ClientSpec, rec: Arc<Recorder>, stop: Arc<AtomicBo
             }
         }
     }
+}
+
+/// Runs the operation `roll` picks through the etcd API, if it is one of those the etcd clients make; false
+/// for the others (serializable reads and ranges stay on the native API).
+#[allow(clippy::too_many_arguments)]
+async fn etcd_op(
+    etcd: &EtcdKv,
+    rec: &Recorder,
+    p: u64,
+    roll: u32,
+    key: &str,
+    value: &str,
+    last_seen: &mut HashMap<String, Option<String>>,
+    t0: u64,
+) -> bool {
+    match roll {
+        0..30 => {
+            let outcome = etcd.put(key, value).await.as_ref().map_or_else(write_outcome, |_| Outcome::Ok);
+            rec.op(p, key, OpKind::Put { value: value.to_string() }, t0, outcome);
+        }
+        30..55 => match etcd.get(key).await {
+            Ok(v) => {
+                last_seen.insert(key.to_string(), v.clone());
+                rec.op(p, key, OpKind::Get { result: v }, t0, Outcome::Ok);
+            }
+            Err(_) => rec.op(p, key, OpKind::Get { result: None }, t0, Outcome::Fail),
+        },
+        65..70 => {
+            let outcome = etcd.delete(key).await.as_ref().map_or_else(write_outcome, |_| Outcome::Ok);
+            rec.op(p, key, OpKind::Delete, t0, outcome);
+        }
+        70..90 => {
+            let expect = last_seen.get(key).cloned().flatten();
+            let (succeeded, outcome) = match etcd.cas(key, expect.as_deref(), value).await {
+                Ok(s) => (s, Outcome::Ok),
+                Err(s) => (false, write_outcome(&s)),
+            };
+            if succeeded {
+                last_seen.insert(key.to_string(), Some(value.to_string()));
+            }
+            rec.op(p, key, OpKind::Cas { expect, new: value.to_string(), succeeded }, t0, outcome);
+        }
+        _ => return false,
+    }
+    true
 }
 
 /// Follows every change under the workload prefix from revision 1, moving to another node when one goes away and

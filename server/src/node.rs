@@ -560,6 +560,17 @@ async fn join_cluster(endpoint: String, me: JoinAs, tls: Option<crate::tls::Clie
                 tracing::info!(%endpoint, "joined the cluster as a learner; promote with `raftkv members promote {}`", me.id);
                 return Ok(());
             }
+            // Added ahead of its start (etcd's MemberAdd, which names no client address) and never run: it is
+            // this node, which the leader will find at its peer address.
+            Err(e)
+                if e.code() == tonic::Code::FailedPrecondition && e.message().contains("already exists") && {
+                    let members = client.member_list().await.map(|r| r.members).unwrap_or_default();
+                    members.iter().any(|m| m.id == me.id && m.addr.is_empty() && m.peer_addr == me.peer_addr)
+                } =>
+            {
+                tracing::info!(%endpoint, "this node was added to the cluster before it started; waiting for the leader");
+                return Ok(());
+            }
             Err(e) if e.code() == tonic::Code::FailedPrecondition && e.message().contains("already exists") => {
                 return Err(Error::RefuseStart(format!(
                     "the cluster already has a member {}: {}. This node's data directory is empty, so it cannot be \

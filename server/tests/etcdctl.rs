@@ -81,6 +81,59 @@ fn b64(s: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_works_against_raftkv() {
+    kv_watch_and_maintenance().await;
+}
+
+/// Membership through etcdctl: add a learner (the server picks the id), start it, promote it once it caught up,
+/// remove it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_changes_membership() {
+    let Some(bin) = etcdctl_bin() else {
+        eprintln!("skipped: no etcdctl (install Debian's etcd-client, or set RAFTKV_ETCDCTL_BIN)");
+        return;
+    };
+    let mut cluster = TestCluster::start(3);
+    cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let endpoints = cluster.running().iter().map(|id| cluster.addr(*id)).collect::<Vec<_>>().join(",");
+    let ctl = Etcdctl { bin, endpoints: endpoints.clone() };
+    ctl.ok(&["put", "before", "the new member"]);
+    cluster.add_joining_node(4, &endpoints);
+    let peer = format!("http://{}", cluster.peer_addr(4));
+    assert!(ctl.fails(&["member", "add", "four", "--peer-urls", &peer]).contains("learners only"));
+    let added = ctl.ok(&["member", "add", "four", "--learner", "--peer-urls", &peer]);
+    assert!(added.contains(" 4 added to cluster"), "the server picked id 4: {added}");
+    assert!(ctl
+        .fails(&["member", "add", "again", "--learner", "--peer-urls", &peer])
+        .contains("Peer URLs already exists"));
+    // Not running yet: it cannot be in sync.
+    assert!(ctl
+        .fails(&["member", "promote", "4"])
+        .contains("can only promote a learner member which is in sync with leader"));
+    cluster.spawn(4);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, out, err) = ctl.run_with_input(&["member", "promote", "4"], "");
+        if ok {
+            assert!(out.contains("promoted"), "{out}");
+            break;
+        }
+        assert!(err.contains("in sync with leader"), "{err}");
+        assert!(Instant::now() < deadline, "member 4 never caught up: {err}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let members = ctl.json(&["member", "list"]);
+    let four = members["members"].as_array().unwrap().iter().find(|m| m["ID"] == 4).cloned().unwrap();
+    assert!(!four.get("isLearner").and_then(|v| v.as_bool()).unwrap_or(false), "promoted: {four}");
+    let ctl4 = Etcdctl { bin: ctl.bin.clone(), endpoints: cluster.addr(4) };
+    assert_eq!(ctl4.ok(&["get", "before", "--print-value-only", "--consistency", "s"]), "the new member\n");
+    assert!(ctl.fails(&["member", "promote", "4"]).contains("can only promote a learner member"));
+    assert!(ctl.ok(&["member", "remove", "4"]).contains("removed"));
+    assert!(ctl.fails(&["member", "remove", "4"]).contains("member not found"));
+    assert_eq!(ctl.json(&["member", "list"])["members"].as_array().unwrap().len(), 3);
+}
+
+/// put/get/del with their flags, txn, watch, member list, endpoint status/health/hashkv, alarm, defrag, compaction.
+async fn kv_watch_and_maintenance() {
     let Some(bin) = etcdctl_bin() else {
         eprintln!("skipped: no etcdctl (install Debian's etcd-client, or set RAFTKV_ETCDCTL_BIN)");
         return;

@@ -211,7 +211,11 @@ impl ApiContext {
     }
 
     /// Runs a membership change here (leader) and returns the resulting member list.
-    async fn change(&self, change: ChangeMembers<NodeId, Node>, deadline: Instant) -> Result<Vec<pb::Member>> {
+    pub(crate) async fn change(
+        &self,
+        change: ChangeMembers<NodeId, Node>,
+        deadline: Instant,
+    ) -> Result<Vec<pb::Member>> {
         let left = deadline.saturating_duration_since(Instant::now());
         // openraft commits the joint configuration and then the final one from the caller's future: run it in its
         // own task so a client that gives up cannot leave the cluster in the joint configuration.
@@ -265,7 +269,7 @@ impl ApiContext {
         })
     }
 
-    fn member(&self, id: NodeId) -> Result<pb::Member> {
+    pub(crate) fn member(&self, id: NodeId) -> Result<pb::Member> {
         self.members().into_iter().find(|m| m.id == id).ok_or(Error::UnknownMember(id))
     }
 }

@@ -1,15 +1,30 @@
-//! etcd's `Cluster` service: MemberList from the Raft membership (ids, peer and client URLs, learner flag).
+//! etcd's `Cluster` service over the Raft membership: MemberList (ids, peer and client URLs, learner flag),
+//! MemberAdd, MemberRemove, MemberPromote.
 //!
-//! Membership changes go through raftkv's own `raftkv members ...` for now (the native `Cluster` service); the
-//! etcd methods for them answer UNIMPLEMENTED rather than half-working.
+//! MemberAdd follows etcd's order — add first, then start the member — and the server picks the id (one more
+//! than the largest). raftkv adds members as learners only (`etcdctl member add --learner`): adding a voter that
+//! is not running yet would raise the quorum before it can vote. The new member is then started with that id and
+//! `--join`, and promoted once it has caught up (MemberPromote refuses before, with etcd's message). A member's
+//! peer address never changes in raftkv (it cannot split the cluster that way), so MemberUpdate is refused.
 
-use std::sync::Arc;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
-use raftkv_proto::etcd::{self as pb, cluster_server::Cluster};
-use tonic::{Request, Response, Status};
+use openraft::ChangeMembers;
+use raftkv_proto::etcd::{self as pb, cluster_client::ClusterClient, cluster_server::Cluster};
+use tonic::{transport::Channel, Request, Response, Status};
 
 use super::observed;
-use crate::api::ApiContext;
+use crate::{
+    api::{
+        kv::{forwarded, Route},
+        ApiContext,
+    },
+    error::{Error, EtcdError, Result},
+    raft::Node,
+};
 
 pub struct EtcdClusterService {
     ctx: Arc<ApiContext>,
@@ -24,6 +39,14 @@ impl EtcdClusterService {
 /// A URL for an address, with the scheme its port speaks.
 fn url(addr: &str, tls: bool) -> String {
     format!("{}://{addr}", if tls { "https" } else { "http" })
+}
+
+/// `http://host:port` (or `https://`, or a bare `host:port`) → `host:port`.
+fn peer_addr_of(url: &str) -> Result<String> {
+    let addr = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).unwrap_or(url);
+    let addr = addr.trim_end_matches('/');
+    crate::config::validate_addr(addr).map_err(|_| Error::Etcd(EtcdError::MemberBadUrls))?;
+    Ok(addr.to_string())
 }
 
 impl ApiContext {
@@ -42,30 +65,95 @@ impl ApiContext {
             })
             .collect()
     }
-}
 
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!("{what} through etcd's API is not implemented yet; use `raftkv members`"))
+    fn etcd_cluster_client(&self, addr: &str) -> Result<ClusterClient<Channel>> {
+        Ok(ClusterClient::new(self.member_channel(addr)?))
+    }
+
+    /// Whether learner `id` has caught up enough to vote (etcd's rule: within a tenth of the leader's log).
+    fn learner_ready(&self, id: u64) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let last = m.last_log_index.unwrap_or(0);
+        let matched = m.replication.as_ref().and_then(|r| r.get(&id).copied().flatten()).map(|l| l.index);
+        matched.is_some_and(|i| i * 10 >= last * 9)
+    }
 }
 
 #[tonic::async_trait]
 impl Cluster for EtcdClusterService {
-    async fn member_add(&self, _: Request<pb::MemberAddRequest>) -> Result<Response<pb::MemberAddResponse>, Status> {
-        Err(not_yet("MemberAdd"))
+    async fn member_add(&self, req: Request<pb::MemberAddRequest>) -> Result<Response<pb::MemberAddResponse>, Status> {
+        let ctx = &self.ctx;
+        observed(ctx, "etcd.MemberAdd", async {
+            let deadline = ctx.deadline(&req);
+            let route = ctx.route(&req);
+            let msg = req.into_inner();
+            let [peer_url] = msg.peer_ur_ls.as_slice() else { return Err(Error::Etcd(EtcdError::MemberBadUrls)) };
+            let peer_addr = peer_addr_of(peer_url)?;
+            if !msg.is_learner {
+                return Err(Error::FailedPrecondition(
+                    "raftkv adds members as learners only (etcdctl member add --learner): start the member with \
+                     the id this returns and --join, then promote it once it has caught up"
+                        .into(),
+                ));
+            }
+            if let Route::Leader(addr) = route {
+                let r = ctx.etcd_cluster_client(&addr)?.member_add(ctx.forward_request(msg, deadline)).await;
+                return r.map(Response::into_inner).map_err(|s| forwarded(s, &addr));
+            }
+            let members = ctx.members();
+            if members.iter().any(|m| m.peer_addr == peer_addr) {
+                return Err(Error::Etcd(EtcdError::PeerUrlExist));
+            }
+            let id = members.iter().map(|m| m.id).max().unwrap_or(0) + 1;
+            let node = Node { addr: String::new(), peer_addr: peer_addr.clone() };
+            ctx.change(ChangeMembers::AddNodes(BTreeMap::from([(id, node)])), deadline).await?;
+            tracing::info!(id, %peer_addr, "added learner through etcd's MemberAdd; start it with --id {id} --join");
+            let members = ctx.etcd_members();
+            let member = members.iter().find(|m| m.id == id).cloned();
+            Ok(pb::MemberAddResponse { header: Some(ctx.etcd_header(ctx.state_machine.applied().1)), member, members })
+        })
+        .await
     }
 
     async fn member_remove(
         &self,
-        _: Request<pb::MemberRemoveRequest>,
+        req: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        Err(not_yet("MemberRemove"))
+        let ctx = &self.ctx;
+        observed(ctx, "etcd.MemberRemove", async {
+            let deadline = ctx.deadline(&req);
+            let route = ctx.route(&req);
+            let msg = req.into_inner();
+            if let Route::Leader(addr) = route {
+                let r = ctx.etcd_cluster_client(&addr)?.member_remove(ctx.forward_request(msg, deadline)).await;
+                return r.map(Response::into_inner).map_err(|s| forwarded(s, &addr));
+            }
+            let m = ctx.member(msg.id).map_err(|_| Error::Etcd(EtcdError::MemberNotFound))?;
+            if m.voter {
+                if ctx.members().iter().filter(|m| m.voter).count() <= 1 {
+                    return Err(Error::FailedPrecondition("cannot remove the last voter".into()));
+                }
+                ctx.change(ChangeMembers::RemoveVoters(BTreeSet::from([msg.id])), deadline).await?;
+            } else {
+                ctx.change(ChangeMembers::RemoveNodes(BTreeSet::from([msg.id])), deadline).await?;
+            }
+            tracing::info!(id = msg.id, "removed member through etcd's MemberRemove");
+            Ok(pb::MemberRemoveResponse {
+                header: Some(ctx.etcd_header(ctx.state_machine.applied().1)),
+                members: ctx.etcd_members(),
+            })
+        })
+        .await
     }
 
     async fn member_update(
         &self,
         _: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Err(not_yet("MemberUpdate"))
+        Err(Status::failed_precondition(
+            "raftkv never changes a member's peer address (it could split the cluster); remove the member and add \
+             it again",
+        ))
     }
 
     async fn member_list(&self, _: Request<pb::MemberListRequest>) -> Result<Response<pb::MemberListResponse>, Status> {
@@ -79,8 +167,31 @@ impl Cluster for EtcdClusterService {
 
     async fn member_promote(
         &self,
-        _: Request<pb::MemberPromoteRequest>,
+        req: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        Err(not_yet("MemberPromote"))
+        let ctx = &self.ctx;
+        observed(ctx, "etcd.MemberPromote", async {
+            let deadline = ctx.deadline(&req);
+            let route = ctx.route(&req);
+            let msg = req.into_inner();
+            if let Route::Leader(addr) = route {
+                let r = ctx.etcd_cluster_client(&addr)?.member_promote(ctx.forward_request(msg, deadline)).await;
+                return r.map(Response::into_inner).map_err(|s| forwarded(s, &addr));
+            }
+            let m = ctx.member(msg.id).map_err(|_| Error::Etcd(EtcdError::MemberNotFound))?;
+            if m.voter {
+                return Err(Error::Etcd(EtcdError::MemberNotLearner));
+            }
+            if !ctx.learner_ready(msg.id) {
+                return Err(Error::Etcd(EtcdError::LearnerNotReady));
+            }
+            ctx.change(ChangeMembers::AddVoterIds(BTreeSet::from([msg.id])), deadline).await?;
+            tracing::info!(id = msg.id, "promoted learner through etcd's MemberPromote");
+            Ok(pb::MemberPromoteResponse {
+                header: Some(ctx.etcd_header(ctx.state_machine.applied().1)),
+                members: ctx.etcd_members(),
+            })
+        })
+        .await
     }
 }
