@@ -120,6 +120,22 @@ fn drop_unsynced_tail(data_dir: &Path, rng: &mut StdRng) -> anyhow::Result<u64> 
     Ok(dropped)
 }
 
+/// Sets node `id`'s partition, waiting (up to 20 s) for a node that was just restarted to open its HTTP port: on a
+/// loaded machine it may not listen yet when the next fault comes.
+async fn partition(cluster: &LocalCluster, id: u64, peers: &[u64]) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match cluster.partition(id, peers).await {
+            Ok(()) => return Ok(()),
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("nemesis: node {id} not reachable yet ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Applies one fault and heals it after `hold`.
 pub async fn inject(
     nemesis: Nemesis,
@@ -157,13 +173,13 @@ pub async fn inject(
         Nemesis::PartitionLeader => {
             let target = leader.unwrap_or_else(|| pick_other(rng, None));
             let others: Vec<u64> = ids.iter().copied().filter(|i| *i != target).collect();
-            cluster.partition(target, &others).await?;
+            partition(cluster, target, &others).await?;
             for o in &others {
-                cluster.partition(*o, &[target]).await?;
+                partition(cluster, *o, &[target]).await?;
             }
             tokio::time::sleep(hold).await;
             for id in &ids {
-                cluster.partition(*id, &[]).await?;
+                partition(cluster, *id, &[]).await?;
             }
             rec.fault(nemesis.name(), vec![target], start, format!("cut off from {others:?}, then healed"));
         }

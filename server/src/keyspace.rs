@@ -273,14 +273,24 @@ pub struct KeySpace {
     compact_revision: i64,
     /// Keys and values held in `history`.
     history_bytes: u64,
+    /// The sub-revision of a key's current version when it is not 0 (it was not the first write of its
+    /// revision), so that replayed events keep the order they happened in. Small: most writes are first.
+    current_sub: OrdMap<Vec<u8>, u32>,
+    /// The revision being written and the next sub-revision in it (not persisted: only used while applying).
+    writing: (i64, u32),
 }
 
-/// One superseded write of a key: the version it put at `rev` (`Some`), or its delete at `rev` (`None`).
+/// One superseded write of a key: the version it put at `rev` (`Some`), or its delete at `rev` (`None`); `sub` is
+/// its place among the writes of that revision (etcd's sub-revision: a transaction's op order).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Past {
     pub rev: i64,
+    pub sub: u32,
     pub meta: Option<Meta>,
 }
+
+/// Replayed revisions: the last revision covered, and the events of each revision that had some.
+pub type Replayed = (i64, Vec<(i64, Vec<Event>)>);
 
 /// The MVCC history as a snapshot holds it: every key with past writes, and those writes, oldest first.
 pub type HistoryImage = Vec<(Vec<u8>, Vec<Past>)>;
@@ -482,7 +492,23 @@ impl KeySpace {
         self.put_at(key, value, self.revision)
     }
 
+    /// The next sub-revision of revision `rev`.
+    fn next_sub(&mut self, rev: i64) -> u32 {
+        if self.writing.0 != rev {
+            self.writing = (rev, 0);
+        }
+        self.writing.1 += 1;
+        self.writing.1 - 1
+    }
+
+    /// Moves the current version of `key` (`prev`) into the history.
+    fn supersede(&mut self, key: &[u8], prev: Meta) {
+        let sub = self.current_sub.remove(key).unwrap_or(0);
+        self.remember(key, Past { rev: prev.mod_revision, sub, meta: Some(prev) });
+    }
+
     fn put_at(&mut self, key: Vec<u8>, value: Vec<u8>, rev: i64) -> Event {
+        let sub = self.next_sub(rev);
         let prev = self.map.get(&key).cloned();
         let meta = match &prev {
             Some(p) => Meta { value, create_revision: p.create_revision, mod_revision: rev, version: p.version + 1 },
@@ -495,7 +521,10 @@ impl KeySpace {
         }
         let prev_kv = prev.as_ref().map(|p| p.to_kv(&key));
         if let Some(p) = prev {
-            self.remember(&key, Past { rev: p.mod_revision, meta: Some(p) });
+            self.supersede(&key, p);
+        }
+        if sub > 0 {
+            self.current_sub.insert(key.clone(), sub);
         }
         self.map.insert(key, meta);
         Event { kind: EventKind::Put, kv, prev_kv }
@@ -515,12 +544,13 @@ impl KeySpace {
         keys.into_iter()
             .filter_map(|k| {
                 let prev = self.map.remove(&k)?;
+                let sub = self.next_sub(rev);
                 self.bytes -= entry_size(&k, &prev.value);
                 let kv =
                     KeyValue { key: k.clone(), value: Vec::new(), create_revision: 0, mod_revision: rev, version: 0 };
                 let prev_kv = prev.to_kv(&k);
-                self.remember(&k, Past { rev: prev.mod_revision, meta: Some(prev) });
-                self.remember(&k, Past { rev, meta: None });
+                self.supersede(&k, prev);
+                self.remember(&k, Past { rev, sub, meta: None });
                 Some(Event { kind: EventKind::Delete, kv, prev_kv: Some(prev_kv) })
             })
             .collect()
@@ -771,6 +801,16 @@ impl KeySpace {
             return Err(RevisionError::Compacted { compact_revision: self.compact_revision });
         }
         self.compact_revision = revision;
+        // Sub-revisions matter only for revisions that can still be replayed.
+        let old: Vec<Vec<u8>> = self
+            .current_sub
+            .keys()
+            .filter(|k| self.map.get(*k).is_none_or(|m| m.mod_revision < revision))
+            .cloned()
+            .collect();
+        for k in old {
+            self.current_sub.remove(&k);
+        }
         let keys: Vec<Vec<u8>> = self.history.keys().cloned().collect();
         for k in keys {
             let current_visible = self.map.get(&k).is_some_and(|m| m.mod_revision <= revision);
@@ -837,14 +877,86 @@ impl KeySpace {
         Ok(h)
     }
 
+    /// The events of revisions `from..=to` on keys of `range`, replayed from the MVCC history in the order they
+    /// happened (etcd's revision, sub-revision), each with its previous value (the version visible at the revision
+    /// before, as etcd's watch reports it; none for a create, or before the compact revision). Stops after
+    /// `max_revisions` revisions with events, or once `max_bytes` are collected past the first; returns the last
+    /// revision it covered with them. `Err(compact revision)` if `from` is below it.
+    pub fn replay(
+        &self,
+        range: &KeyRange,
+        from: i64,
+        to: i64,
+        max_revisions: usize,
+        max_bytes: usize,
+    ) -> Result<Replayed, i64> {
+        if from < self.compact_revision {
+            return Err(self.compact_revision);
+        }
+        let to = to.min(self.revision);
+        // Every write in [from, to] to a key of the range: (revision, sub-revision, key, what it wrote).
+        let mut writes: Vec<(i64, u32, &Vec<u8>, Option<&Meta>)> = Vec::new();
+        let mut keys = keys_in(&self.map, range);
+        keys.extend(keys_in(&self.history, range).into_iter().filter(|k| !self.map.contains_key(*k)));
+        for k in keys {
+            if let Some(past) = self.history.get(k) {
+                writes.extend(
+                    past.iter().filter(|p| p.rev >= from && p.rev <= to).map(|p| (p.rev, p.sub, k, p.meta.as_ref())),
+                );
+            }
+            if let Some(m) = self.map.get(k).filter(|m| m.mod_revision >= from && m.mod_revision <= to) {
+                writes.push((m.mod_revision, self.current_sub.get(k).copied().unwrap_or(0), k, Some(m)));
+            }
+        }
+        writes.sort_by_key(|(rev, sub, _, _)| (*rev, *sub));
+        let mut out: Vec<(i64, Vec<Event>)> = Vec::new();
+        let mut bytes = 0;
+        let mut covered = to;
+        for (rev, _, key, wrote) in writes {
+            if out.last().is_none_or(|(r, _)| *r != rev) {
+                if out.len() >= max_revisions || (!out.is_empty() && bytes > max_bytes) {
+                    covered = rev - 1;
+                    break;
+                }
+                out.push((rev, Vec::new()));
+            }
+            let prev = if rev - 1 < self.compact_revision {
+                None
+            } else {
+                self.visible_at(key, self.map.get(key), rev - 1).map(|m| m.to_kv(key))
+            };
+            let event = match wrote {
+                Some(m) => {
+                    let creates = m.create_revision == rev;
+                    Event { kind: EventKind::Put, kv: m.to_kv(key), prev_kv: if creates { None } else { prev } }
+                }
+                None => Event {
+                    kind: EventKind::Delete,
+                    kv: KeyValue { key: key.clone(), value: vec![], create_revision: 0, mod_revision: rev, version: 0 },
+                    prev_kv: prev,
+                },
+            };
+            bytes += event.kv.key.len() + event.kv.value.len() + event.prev_kv.as_ref().map_or(0, |p| p.value.len());
+            out.last_mut().expect("a revision was pushed").1.push(event);
+        }
+        Ok((covered, out))
+    }
+
     /// The MVCC history and compact revision, for snapshots.
-    pub fn history_image(&self) -> (i64, HistoryImage) {
+    pub fn history_image(&self) -> (i64, HistoryImage, Vec<(Vec<u8>, u32)>) {
         let entries = self.history.iter().map(|(k, v)| (k.clone(), v.iter().cloned().collect())).collect();
-        (self.compact_revision, entries)
+        let subs = self.current_sub.iter().map(|(k, s)| (k.clone(), *s)).collect();
+        (self.compact_revision, entries, subs)
     }
 
     /// Restores the MVCC history from a snapshot, refusing an inconsistent one.
-    pub fn set_history(&mut self, compact_revision: i64, entries: HistoryImage) -> Result<(), String> {
+    pub fn set_history(
+        &mut self,
+        compact_revision: i64,
+        entries: HistoryImage,
+        subs: Vec<(Vec<u8>, u32)>,
+    ) -> Result<(), String> {
+        self.current_sub = subs.into_iter().collect();
         let mut bytes = 0;
         let mut history = OrdMap::new();
         for (k, past) in entries {
@@ -891,6 +1003,8 @@ impl KeySpace {
             history: OrdMap::new(),
             compact_revision: image.revision,
             history_bytes: 0,
+            current_sub: OrdMap::new(),
+            writing: (0, 0),
         })
     }
 }
@@ -1232,9 +1346,9 @@ mod tests {
         }
         ks.delete(&KeyRange::single(vec![b'k', 1]));
         ks.compact(10).unwrap();
-        let (compact, history) = ks.history_image();
+        let (compact, history, subs) = ks.history_image();
         let mut back = KeySpace::from_image(ks.to_image(), true).unwrap();
-        back.set_history(compact, history).unwrap();
+        back.set_history(compact, history, subs).unwrap();
         let all = || KeyRange::from_wire(vec![0], vec![0]);
         for rev in 10..=ks.revision() {
             assert_eq!(at(&back, all(), rev), at(&ks, all(), rev), "revision {rev}");

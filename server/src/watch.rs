@@ -18,6 +18,11 @@
 //!   most [`MAX_BATCH_BYTES`] bytes of events, so a watcher far behind on large values gets many bounded messages
 //!   instead of one over the gRPC message limit (whose refusal would look like "compacted").
 //!
+//! Behind the bounded history stands the key space's MVCC history (see [`Replay`]): a watcher whose revisions
+//! fell out of the hub's history, or predate this node's restart or snapshot install, or that wants previous
+//! values the hub did not keep, reads them from there instead — so it fails as compacted only below the key
+//! space's compact revision, as an etcd watch does.
+//!
 //! Invariant: revisions in the history are strictly increasing and contiguous from `first_revision` on.
 
 use std::{
@@ -31,7 +36,7 @@ use std::{
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::keyspace::{Event, KeyRange};
+use crate::keyspace::{Event, KeyRange, Replayed};
 
 /// Most revisions one [`Watcher::next_batch`] returns.
 pub const MAX_BATCH_REVISIONS: usize = 1000;
@@ -93,11 +98,21 @@ struct History {
     bytes: usize,
 }
 
+/// Reads revisions `from..=to` of a range from the key space's MVCC history, with previous values: at most
+/// `max_revisions` revisions with events and about `max_bytes` bytes; returns the last revision covered and the
+/// events, or `Err(compact revision)` when `from` is below it (see `KeySpace::replay`).
+pub type Replay = dyn Fn(&KeyRange, i64, i64, usize, usize) -> Result<Replayed, i64> + Send + Sync;
+
+/// Revisions and their events, as a watcher delivers them.
+type Batch = Vec<(i64, Vec<Event>)>;
+
 /// Shared by the state machine (publisher) and every watch stream.
 #[derive(Clone)]
 pub struct WatchHub {
     history: Arc<Mutex<History>>,
     latest: Arc<watch::Sender<i64>>,
+    /// Set once by the state machine that owns the hub.
+    replay: Arc<std::sync::OnceLock<Box<Replay>>>,
     /// Open watchers that asked for previous values.
     prev_watchers: Arc<AtomicUsize>,
 }
@@ -116,7 +131,19 @@ impl WatchHub {
             })),
             latest: Arc::new(tx),
             prev_watchers: Arc::new(AtomicUsize::new(0)),
+            replay: Arc::default(),
         }
+    }
+
+    /// Gives the hub a way to read what its own history no longer holds (the key space's MVCC history).
+    pub fn set_replay(&self, replay: Box<Replay>) {
+        let _ = self.replay.set(replay);
+    }
+
+    /// Events of `next..=upto` from the MVCC history, if the hub has a replay source.
+    fn replay(&self, range: &KeyRange, next: i64, upto: i64) -> Option<Result<Replayed, i64>> {
+        let replay = self.replay.get()?;
+        Some(replay(range, next, upto, MAX_BATCH_REVISIONS, MAX_BATCH_BYTES))
     }
 
     /// Records the events of a newly applied revision.
@@ -235,13 +262,24 @@ impl Watcher {
         loop {
             let latest = *self.rx.borrow_and_update();
             while latest >= self.next {
-                let revs = self.hub.read_from(self.next, latest)?;
+                let revs = match self.hub.read_from(self.next, latest) {
+                    Ok(revs) => revs,
+                    // Before the hub's history: from the key space's, if it still has them.
+                    Err(WatchError::Compacted { requested, oldest }) => match self.replay_mvcc(latest) {
+                        Some(Ok(Some(out))) => return Ok(out),
+                        Some(Ok(None)) => continue,
+                        Some(Err(compacted)) => return Err(WatchError::Compacted { requested, oldest: compacted }),
+                        None => return Err(WatchError::Compacted { requested, oldest }),
+                    },
+                    Err(e) => return Err(e),
+                };
                 let Some(last) = revs.last().map(|r| r.revision) else {
                     // No revision with events in [next, latest]: nothing to deliver up to `latest`.
                     self.next = latest + 1;
                     break;
                 };
                 let mut out: Vec<(i64, Vec<Event>)> = Vec::new();
+                let mut replayed = false;
                 for r in revs {
                     let evs: Vec<Event> = r.events.iter().filter(|e| self.range.contains(&e.kv.key)).cloned().collect();
                     if evs.is_empty() {
@@ -249,6 +287,16 @@ impl Watcher {
                     }
                     if self.prev_kv && !r.has_prev {
                         if out.is_empty() {
+                            // The hub dropped the previous values: the key space's history has them.
+                            match self.replay_mvcc(latest) {
+                                Some(Ok(Some(out))) => return Ok(out),
+                                Some(Ok(None)) => {
+                                    // Nothing for this watcher there; the replay moved its cursor.
+                                    replayed = true;
+                                    break;
+                                }
+                                _ => {}
+                            }
                             let resume = self.hub.prev_resume_point(r.revision);
                             return Err(WatchError::PrevKvNotKept { revision: r.revision, resume });
                         }
@@ -258,13 +306,29 @@ impl Watcher {
                     }
                     out.push((r.revision, evs));
                 }
-                self.next = last + 1;
+                if !replayed {
+                    self.next = last + 1;
+                }
                 if !out.is_empty() {
                     return Ok(out);
                 }
             }
             self.rx.changed().await.map_err(|_| WatchError::Closed)?;
         }
+    }
+
+    /// Reads from `next` on out of the key space's MVCC history: `Some(Ok(Some(events)))` to deliver,
+    /// `Some(Ok(None))` when the revisions covered had nothing for this watcher (its cursor moved), `Some(Err(c))`
+    /// below the compact revision `c`, `None` without a replay source.
+    fn replay_mvcc(&mut self, upto: i64) -> Option<Result<Option<Batch>, i64>> {
+        let result = self.hub.replay(&self.range, self.next, upto)?;
+        Some(result.map(|(covered, mut out)| {
+            self.next = covered + 1;
+            if !self.prev_kv {
+                out.iter_mut().flat_map(|(_, evs)| evs.iter_mut()).for_each(|e| e.prev_kv = None);
+            }
+            (!out.is_empty()).then_some(out)
+        }))
     }
 
     /// The next revision this watcher will deliver.

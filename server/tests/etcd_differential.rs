@@ -304,7 +304,8 @@ async fn raftkv_answers_every_operation_as_etcd_does() {
     let count: usize = std::env::var("RAFTKV_DIFF_OPS").ok().and_then(|s| s.parse().ok()).unwrap_or(600);
     eprintln!("differential test against {} with seed {seed}, {count} operations", etcd.version);
 
-    let cluster = TestCluster::start(3);
+    // A small watch history: watches from the past must be replayed from the MVCC history.
+    let cluster = TestCluster::start_with(3, &["--watch-history", "64"]);
     let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
     let raftkv_channel = |id: u64| {
         tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.addr(id))).unwrap().connect_lazy()
@@ -384,8 +385,10 @@ async fn raftkv_answers_every_operation_as_etcd_does() {
     assert_eq!(got, want, "a watch from a compacted revision");
     eprintln!("watch from revision 1 after compactions: canceled at compact revision {} on both", got.1);
     // From a past revision, opened now: served from the history.
-    let want = collect(open_watch(etcd.channel(), mid_revision, false).await, "etcd's late watch", revision).await;
-    let got =
-        collect(open_watch(raftkv_channel(follower), mid_revision, false).await, "raftkv's late watch", revision).await;
-    compare_watches(&format!("watch from revision {mid_revision}, opened after it"), got, want);
+    for prev_kv in [false, true] {
+        let what = format!("watch from revision {mid_revision} (prev_kv {prev_kv}), opened after it");
+        let want = collect(open_watch(etcd.channel(), mid_revision, prev_kv).await, &what, revision).await;
+        let got = collect(open_watch(raftkv_channel(follower), mid_revision, prev_kv).await, &what, revision).await;
+        compare_watches(&what, got, want);
+    }
 }

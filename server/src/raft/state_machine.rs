@@ -96,7 +96,7 @@ impl StateMachineStore {
         let hub = WatchHub::new(data.keyspace.revision(), watch_history.into());
         let etcd_revisions = AtomicBool::new(data.keyspace.etcd_revisions());
         let durable = DurableSnapshot::new(data.last_applied.map_or(0, |l| l.index));
-        Ok(Self {
+        let store = Self {
             shared: Arc::new(Shared {
                 data: RwLock::new(data),
                 snapshots,
@@ -108,7 +108,15 @@ impl StateMachineStore {
                 quota: Default::default(),
                 etcd_revisions,
             }),
-        })
+        };
+        // What the hub's bounded history no longer holds, a watcher reads from the key space's MVCC history.
+        let weak = Arc::downgrade(&store.shared);
+        store.shared.hub.set_replay(Box::new(move |range, from, to, max_revisions, max_bytes| {
+            let Some(shared) = weak.upgrade() else { return Err(i64::MAX) };
+            let d = shared.data.read();
+            d.keyspace.replay(range, from, to, max_revisions, max_bytes)
+        }));
+        Ok(store)
     }
 
     /// Whether the key space numbers revisions as etcd does (see [`Command::EtcdRevisions`]).
@@ -243,13 +251,16 @@ struct SnapshotExtension {
     /// The MVCC history (`KeySpace::history_image`).
     compact_revision: i64,
     history: crate::keyspace::HistoryImage,
+    /// Sub-revisions of current versions that were not the first write of their revision.
+    current_subs: Vec<(Vec<u8>, u32)>,
 }
 
 /// Encodes a snapshot: the image, then its extension.
 fn encode_snapshot(image: &SnapshotImage, keyspace: &KeySpace) -> Vec<u8> {
     let mut bytes = encode(image);
-    let (compact_revision, history) = keyspace.history_image();
-    bytes.extend(encode(&SnapshotExtension { etcd_revisions: keyspace.etcd_revisions(), compact_revision, history }));
+    let (compact_revision, history, current_subs) = keyspace.history_image();
+    let ext = SnapshotExtension { etcd_revisions: keyspace.etcd_revisions(), compact_revision, history, current_subs };
+    bytes.extend(encode(&ext));
     bytes
 }
 
@@ -261,7 +272,7 @@ fn decode_snapshot(bytes: &[u8]) -> Result<StateMachineData, String> {
     } else {
         let ext = decode::<SnapshotExtension>(rest).map_err(|e| format!("snapshot extension: {e}"))?;
         let mut ks = KeySpace::from_image(image.keyspace, ext.etcd_revisions)?;
-        ks.set_history(ext.compact_revision, ext.history)?;
+        ks.set_history(ext.compact_revision, ext.history, ext.current_subs)?;
         ks
     };
     Ok(StateMachineData { last_applied: image.last_applied, membership: image.membership, keyspace })
