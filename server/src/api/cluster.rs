@@ -269,6 +269,25 @@ impl ApiContext {
         })
     }
 
+    /// Removes member `id` (a voter is demoted and dropped in one step); refuses to remove the last voter.
+    pub(crate) async fn remove_member(&self, id: NodeId, deadline: Instant) -> Result<()> {
+        let m = self.member(id)?;
+        if m.voter {
+            if self.members().iter().filter(|m| m.voter).count() <= 1 {
+                return Err(Error::FailedPrecondition("cannot remove the last voter".into()));
+            }
+            self.change(ChangeMembers::RemoveVoters(BTreeSet::from([id])), deadline).await?;
+        } else {
+            self.change(ChangeMembers::RemoveNodes(BTreeSet::from([id])), deadline).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes learner `id` a voter.
+    pub(crate) async fn promote_learner(&self, id: NodeId, deadline: Instant) -> Result<Vec<pb::Member>> {
+        self.change(ChangeMembers::AddVoterIds(BTreeSet::from([id])), deadline).await
+    }
+
     pub(crate) fn member(&self, id: NodeId) -> Result<pb::Member> {
         self.members().into_iter().find(|m| m.id == id).ok_or(Error::UnknownMember(id))
     }
@@ -412,11 +431,10 @@ impl Cluster for ClusterService {
                 let r = ctx.cluster_client(&addr)?.member_promote(ctx.forward_request(msg, deadline)).await;
                 return r.map(Response::into_inner).map_err(|s| forwarded(s, &addr));
             }
-            let m = ctx.member(msg.id)?;
-            if m.voter {
-                return Err(Error::FailedPrecondition(format!("member {} is already a voter", m.id)));
+            if ctx.member(msg.id)?.voter {
+                return Err(Error::FailedPrecondition(format!("member {} is already a voter", msg.id)));
             }
-            let members = ctx.change(ChangeMembers::AddVoterIds(BTreeSet::from([msg.id])), deadline).await?;
+            let members = ctx.promote_learner(msg.id, deadline).await?;
             tracing::info!(id = msg.id, "promoted learner to voter");
             Ok(pb::MemberPromoteResponse { header: Some(ctx.header(ctx.state_machine.applied().1)), members })
         })
@@ -436,17 +454,7 @@ impl Cluster for ClusterService {
                 let r = ctx.cluster_client(&addr)?.member_remove(ctx.forward_request(msg, deadline)).await;
                 return r.map(Response::into_inner).map_err(|s| forwarded(s, &addr));
             }
-            let m = ctx.member(msg.id)?;
-            if m.voter {
-                let voters = ctx.members().iter().filter(|m| m.voter).count();
-                if voters <= 1 {
-                    return Err(Error::FailedPrecondition("cannot remove the last voter".into()));
-                }
-                // Demote and drop in one step (retain = false).
-                ctx.change(ChangeMembers::RemoveVoters(BTreeSet::from([msg.id])), deadline).await?;
-            } else {
-                ctx.change(ChangeMembers::RemoveNodes(BTreeSet::from([msg.id])), deadline).await?;
-            }
+            ctx.remove_member(msg.id, deadline).await?;
             tracing::info!(id = msg.id, "removed member");
             Ok(pb::MemberRemoveResponse {
                 header: Some(ctx.header(ctx.state_machine.applied().1)),

@@ -7,10 +7,7 @@
 //! `--join`, and promoted once it has caught up (MemberPromote refuses before, with etcd's message). A member's
 //! peer address never changes in raftkv (it cannot split the cluster that way), so MemberUpdate is refused.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::Arc,
-};
+use std::{collections::BTreeMap, sync::Arc};
 
 use openraft::ChangeMembers;
 use raftkv_proto::etcd::{self as pb, cluster_client::ClusterClient, cluster_server::Cluster};
@@ -128,15 +125,7 @@ impl Cluster for EtcdClusterService {
                 let r = ctx.etcd_cluster_client(&addr)?.member_remove(ctx.forward_request(msg, deadline)).await;
                 return r.map(Response::into_inner).map_err(|s| forwarded(s, &addr));
             }
-            let m = ctx.member(msg.id).map_err(|_| Error::Etcd(EtcdError::MemberNotFound))?;
-            if m.voter {
-                if ctx.members().iter().filter(|m| m.voter).count() <= 1 {
-                    return Err(Error::FailedPrecondition("cannot remove the last voter".into()));
-                }
-                ctx.change(ChangeMembers::RemoveVoters(BTreeSet::from([msg.id])), deadline).await?;
-            } else {
-                ctx.change(ChangeMembers::RemoveNodes(BTreeSet::from([msg.id])), deadline).await?;
-            }
+            ctx.remove_member(msg.id, deadline).await?;
             tracing::info!(id = msg.id, "removed member through etcd's MemberRemove");
             Ok(pb::MemberRemoveResponse {
                 header: Some(ctx.etcd_header(ctx.state_machine.applied().1)),
@@ -185,7 +174,7 @@ impl Cluster for EtcdClusterService {
             if !ctx.learner_ready(msg.id) {
                 return Err(Error::Etcd(EtcdError::LearnerNotReady));
             }
-            ctx.change(ChangeMembers::AddVoterIds(BTreeSet::from([msg.id])), deadline).await?;
+            ctx.promote_learner(msg.id, deadline).await?;
             tracing::info!(id = msg.id, "promoted learner through etcd's MemberPromote");
             Ok(pb::MemberPromoteResponse {
                 header: Some(ctx.etcd_header(ctx.state_machine.applied().1)),
