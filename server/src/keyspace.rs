@@ -258,7 +258,7 @@ pub enum TxnRefused {
 }
 
 /// The ordered key space with its revision counter.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct KeySpace {
     map: OrdMap<Vec<u8>, Meta>,
     revision: i64,
@@ -269,7 +269,8 @@ pub struct KeySpace {
     /// The MVCC history: every superseded write of a key since `compact_revision`, oldest first — the versions
     /// it had before its current one, and a tombstone for each delete. A key's current version lives in `map`.
     history: OrdMap<Vec<u8>, Vector<Past>>,
-    /// Reads at a revision below this one are refused as compacted (etcd's compact revision; 0 = nothing yet).
+    /// Reads at a revision below this one are refused as compacted (etcd's compact revision; -1 = never
+    /// compacted, as etcd starts, so that compacting to 0 once succeeds there too).
     compact_revision: i64,
     /// Keys and values held in `history`.
     history_bytes: u64,
@@ -278,6 +279,22 @@ pub struct KeySpace {
     current_sub: OrdMap<Vec<u8>, u32>,
     /// The revision being written and the next sub-revision in it (not persisted: only used while applying).
     writing: (i64, u32),
+}
+
+impl Default for KeySpace {
+    fn default() -> Self {
+        Self {
+            map: OrdMap::new(),
+            revision: 0,
+            bytes: 0,
+            etcd_revisions: false,
+            history: OrdMap::new(),
+            compact_revision: -1,
+            history_bytes: 0,
+            current_sub: OrdMap::new(),
+            writing: (0, 0),
+        }
+    }
 }
 
 /// One superseded write of a key: the version it put at `rev` (`Some`), or its delete at `rev` (`None`); `sub` is

@@ -89,7 +89,15 @@ fn delete(rng: &mut Rng) -> pb::DeleteRangeRequest {
 /// A range with random options. etcd leaves the order of ties unspecified when it sorts by something other than
 /// the key (it differs between etcd builds), so such a sort comes without a limit, and [`canonical_ties`] orders
 /// the ties on both sides before comparing; `by_key_only` keeps to key sorts (transactions).
-fn range_req(rng: &mut Rng, revision: i64, by_key_only: bool) -> pb::RangeRequest {
+/// The revisions the generator aims at: the current one and the last compaction.
+#[derive(Clone, Copy)]
+struct Revs {
+    current: i64,
+    compacted: i64,
+}
+
+fn range_req(rng: &mut Rng, revs: Revs, by_key_only: bool) -> pb::RangeRequest {
+    let revision = revs.current;
     let (key, range_end) = range(rng);
     let sorted = rng.chance(30);
     let sort_target = if sorted && !by_key_only { rng.below(5) as i32 } else { 0 };
@@ -102,6 +110,8 @@ fn range_req(rng: &mut Rng, revision: i64, by_key_only: bool) -> pb::RangeReques
             0..=1 => revision,
             2..=4 => rng.below(revision as u64 + 1) as i64,
             5 => revision + 1 + rng.below(3) as i64,
+            // Around the compacted revision, where versions were just dropped or kept.
+            6..=7 => (revs.compacted - 1 + rng.below(4) as i64).max(0),
             _ => 0,
         },
         sort_order: if sorted { rng.below(3) as i32 } else { 0 },
@@ -131,25 +141,25 @@ fn compare(rng: &mut Rng, revision: i64) -> pb::Compare {
     pb::Compare { result: rng.below(4) as i32, target: target as i32, key, range_end, target_union: Some(union) }
 }
 
-fn ops(rng: &mut Rng, revision: i64, depth: u32) -> Vec<pb::RequestOp> {
+fn ops(rng: &mut Rng, revs: Revs, depth: u32) -> Vec<pb::RequestOp> {
     use pb::request_op::Request as R;
     (0..rng.below(4))
         .map(|_| pb::RequestOp {
             request: Some(match rng.below(if depth < 1 { 7 } else { 6 }) {
                 0 | 1 => R::RequestPut(put(rng)),
-                2 | 3 => R::RequestRange(range_req(rng, 0, true)),
+                2 | 3 => R::RequestRange(range_req(rng, revs, true)),
                 4 | 5 => R::RequestDeleteRange(delete(rng)),
-                _ => R::RequestTxn(txn(rng, revision, depth + 1)),
+                _ => R::RequestTxn(txn(rng, revs, depth + 1)),
             }),
         })
         .collect()
 }
 
-fn txn(rng: &mut Rng, revision: i64, depth: u32) -> pb::TxnRequest {
+fn txn(rng: &mut Rng, revs: Revs, depth: u32) -> pb::TxnRequest {
     pb::TxnRequest {
-        compare: (0..rng.below(3)).map(|_| compare(rng, revision)).collect(),
-        success: ops(rng, revision, depth),
-        failure: ops(rng, revision, depth),
+        compare: (0..rng.below(3)).map(|_| compare(rng, revs.current)).collect(),
+        success: ops(rng, revs, depth),
+        failure: ops(rng, revs, depth),
     }
 }
 
@@ -332,6 +342,7 @@ async fn raftkv_answers_every_operation_as_etcd_does() {
     let mut rng =
         Rng((seed.wrapping_add(0x9e37_79b9_7f4a_7c15) ^ (seed >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9) | 1);
     let mut revision = 1;
+    let mut compacted = 0;
     let mut mid_revision = 0;
     let mut kinds = [0usize; 5];
     for i in 0..count {
@@ -343,8 +354,8 @@ async fn raftkv_answers_every_operation_as_etcd_does() {
             }
             0..=2 => Op::Put(put(&mut rng)),
             3 => Op::Delete(delete(&mut rng)),
-            4..=6 => Op::Range(range_req(&mut rng, revision, false)),
-            _ => Op::Txn(txn(&mut rng, revision, 0)),
+            4..=6 => Op::Range(range_req(&mut rng, Revs { current: revision, compacted }, false)),
+            _ => Op::Txn(txn(&mut rng, Revs { current: revision, compacted }, 0)),
         };
         kinds[match op {
             Op::Put(_) => 0,
@@ -355,6 +366,9 @@ async fn raftkv_answers_every_operation_as_etcd_does() {
         }] += 1;
         let want = run(&mut theirs, &op).await;
         let got = run(&mut ours, &op).await;
+        if let (Op::Compact(c), false) = (&op, want.starts_with("error")) {
+            compacted = c.revision;
+        }
         assert_eq!(
             got, want,
             "operation {i} (seed {seed}) answered differently\n  op:     {op:?}\n  raftkv: {got}\n  etcd:   {want}"
