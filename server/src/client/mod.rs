@@ -131,8 +131,10 @@ impl Client {
             // tonic's timeout is only a header for the server; enforce it here too (a silent node must not hang us).
             let res = match tokio::time::timeout(left, f(addr.clone(), left)).await {
                 Ok(r) => r,
-                // Out of time after earlier failures: the earlier failure says more than the time-out.
-                Err(_) if attempt > 0 => return Err(last_err),
+                // Out of time after earlier failures: for a read the earlier failure says more than the time-out. Not
+                // for a write: this attempt was sent and may have taken effect, so its outcome is unknown — saying
+                // "no leader" (nothing happened) of it could hide an acknowledged-by-the-cluster write.
+                Err(_) if attempt > 0 && retry == Retry::Idempotent => return Err(last_err),
                 Err(_) => Err(Status::deadline_exceeded(format!("{addr} did not answer within {left:?}"))),
             };
             match res {

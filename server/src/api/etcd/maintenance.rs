@@ -1,8 +1,8 @@
 //! etcd's `Maintenance` service: Status (what `etcdctl endpoint status` shows), Alarm (the storage quota's
 //! NOSPACE), Defragment (nothing to do: the key space lives in memory and snapshots are rewritten whole), HashKV
 //! (a hash of the MVCC history up to a revision: equal on every member at the same revision, not equal to
-//! etcd's own, which hashes its B-tree file's layout). Hash, Snapshot, MoveLeader and Downgrade answer
-//! UNIMPLEMENTED for now.
+//! etcd's own, which hashes its B-tree file's layout), Hash (the same, up to now). Snapshot, MoveLeader and
+//! Downgrade answer UNIMPLEMENTED for now.
 
 use std::{pin::Pin, sync::Arc};
 
@@ -87,7 +87,14 @@ impl Maintenance for EtcdMaintenanceService {
     }
 
     async fn hash(&self, _: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
-        Err(Status::unimplemented("Hash is not implemented yet"))
+        let ctx = &self.ctx;
+        observed(ctx, "etcd.Hash", async {
+            // etcd hashes its whole database file; raftkv's whole state is the MVCC history up to now.
+            let (hash, current) = ctx.state_machine.read(|ks| (ks.hash_kv(0), ks.revision()));
+            let hash = hash.map_err(super::convert::revision_error)?;
+            Ok(pb::HashResponse { header: Some(ctx.etcd_header(current)), hash })
+        })
+        .await
     }
 
     async fn hash_kv(&self, req: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {

@@ -8,10 +8,10 @@
 //! message). The conversion to `tonic::Status` happens once, in [`observed`], through
 //! [`Error::into_etcd_status`].
 //!
-//! - [`kv`]: `KV` — Range, Put, DeleteRange, Txn (Compact: not yet, it needs the MVCC history).
-//! - [`watch`]: `Watch` — many watches per stream, served from this node's applied history.
-//! - [`cluster`]: `Cluster` — MemberList.
-//! - [`maintenance`]: `Maintenance` — Status, Alarm.
+//! - [`kv`]: `KV` — Range (also at past revisions), Put, DeleteRange, Txn, Compact.
+//! - [`watch`]: `Watch` — many watches per stream, served from this node's applied history and MVCC history.
+//! - [`cluster`]: `Cluster` — MemberList, MemberAdd (learners), MemberPromote, MemberRemove.
+//! - [`maintenance`]: `Maintenance` — Status, Alarm, Defragment, Hash, HashKV.
 //! - [`lease`], [`auth`]: leases do not exist yet, authentication is disabled — answered as etcd does then.
 //!
 //! Followers forward writes and linearizable reads to the leader's etcd API, once (as the native API does).
