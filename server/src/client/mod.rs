@@ -33,6 +33,9 @@ pub struct Client {
     tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
+/// The least time left worth sending a write again in (see [`Client::call`]).
+const MIN_WRITE_ATTEMPT: Duration = Duration::from_millis(150);
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Retry {
     /// Safe to repeat after any unavailability (reads).
@@ -122,7 +125,9 @@ impl Client {
         let mut last_err = Status::unavailable("no endpoint tried");
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            // A write is not sent again with too little time left for an answer: one that timed out would have an
+            // unknown outcome, where not sending it leaves the earlier, certain failure.
+            if left.is_zero() || (attempt > 0 && retry == Retry::NotSent && left < MIN_WRITE_ATTEMPT) {
                 return Err(last_err);
             }
             let hinted = self.leader_hint.lock().take();
