@@ -31,6 +31,7 @@
 
 pub mod api;
 pub mod auto_compaction;
+pub mod backup;
 pub mod client;
 pub mod config;
 pub mod dashboard;

@@ -7,6 +7,7 @@ mod members;
 mod put;
 mod scan;
 mod serve;
+mod snapshot;
 mod status;
 mod watch;
 
@@ -83,6 +84,8 @@ pub enum Command {
     Status,
     /// List or change cluster membership.
     Members(members::MembersArgs),
+    /// Backups: save one, check one, or restore one as a new cluster's data directories.
+    Snapshot(snapshot::SnapshotArgs),
     /// Measure throughput and latency.
     Bench(crate::bench::BenchArgs),
 }
@@ -124,6 +127,7 @@ pub fn main() -> ExitCode {
             Command::Cas(a) => cas::run(&cli, a).await,
             Command::Status => status::run(&cli).await,
             Command::Members(a) => members::run(&cli, a).await,
+            Command::Snapshot(a) => snapshot::run(&cli, a).await,
             Command::Bench(a) => crate::bench::run(&cli, a).await,
         }
     });

@@ -1,8 +1,9 @@
 //! etcd's `Maintenance` service: Status (what `etcdctl endpoint status` shows), Alarm (the storage quota's
 //! NOSPACE), Defragment (nothing to do: the key space lives in memory and snapshots are rewritten whole), HashKV
 //! (a hash of the MVCC history up to a revision: equal on every member at the same revision, not equal to
-//! etcd's own, which hashes its B-tree file's layout), Hash (the same, up to now). Snapshot, MoveLeader and
-//! Downgrade answer UNIMPLEMENTED for now.
+//! etcd's own, which hashes its B-tree file's layout), Hash (the same, up to now), Snapshot (a backup in
+//! raftkv's own format, [`crate::backup`]: `raftkv snapshot restore` reads it, etcd's tools do not). MoveLeader
+//! and Downgrade answer UNIMPLEMENTED.
 
 use std::{pin::Pin, sync::Arc};
 
@@ -117,7 +118,32 @@ impl Maintenance for EtcdMaintenanceService {
     type SnapshotStream = SnapshotStream;
 
     async fn snapshot(&self, _: Request<pb::SnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
-        Err(Status::unimplemented("Snapshot is not implemented yet"))
+        let ctx = &self.ctx;
+        let backup = observed(ctx, "etcd.Snapshot", async {
+            let revision = ctx.state_machine.applied().1;
+            let bytes = crate::backup::seal(&ctx.state_machine.backup_state().await?);
+            Ok((revision, bytes))
+        })
+        .await?
+        .into_inner();
+        let (revision, bytes) = backup;
+        let header = ctx.etcd_header(revision);
+        // raftkv's own backup format (see `crate::backup`), in 1 MiB pieces; the first carries the header.
+        const CHUNK: usize = 1 << 20;
+        let total = bytes.len();
+        let pieces: Vec<Result<pb::SnapshotResponse, Status>> = bytes
+            .chunks(CHUNK)
+            .enumerate()
+            .map(|(i, blob)| {
+                Ok(pb::SnapshotResponse {
+                    header: (i == 0).then(|| header.clone()),
+                    remaining_bytes: (total - (i * CHUNK + blob.len())) as u64,
+                    blob: blob.to_vec(),
+                    version: ETCD_VERSION.into(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(pieces)) as SnapshotStream))
     }
 
     async fn move_leader(&self, _: Request<pb::MoveLeaderRequest>) -> Result<Response<pb::MoveLeaderResponse>, Status> {
