@@ -5,7 +5,7 @@
 //! same [`crate::raft::Command`] the native API proposes (or the same local read), and answers from the same key
 //! space — so both APIs agree on every key, revision and event. What differs is only the wire: etcd's messages,
 //! its validation rules, and its errors, code *and* message ([`crate::error::EtcdError`]; clients match errors by
-//! message). The conversion to `tonic::Status` happens once, in [`observed`], through
+//! message). The conversion to `tonic::Status` happens once, in `observed`, through
 //! [`Error::into_etcd_status`].
 //!
 //! - [`kv`]: `KV` — Range (also at past revisions), Put, DeleteRange, Txn, Compact.
