@@ -53,7 +53,15 @@ async fn a_saved_backup_restores_every_key_and_revision_into_a_new_cluster() {
     let damaged_path = work.path().join("damaged.db");
     std::fs::write(&damaged_path, damaged).unwrap();
     let dir = work.path().join("never");
-    let (ok, _, err) = raftkv(&["snapshot", "restore", damaged_path.to_str().unwrap(), "--data-dir", dir.to_str().unwrap(), "--id", "1"]);
+    let (ok, _, err) = raftkv(&[
+        "snapshot",
+        "restore",
+        damaged_path.to_str().unwrap(),
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--id",
+        "1",
+    ]);
     assert!(!ok && err.contains("SHA-256"), "{err}");
 
     // A new cluster, every member restored from the backup.
@@ -63,7 +71,8 @@ async fn a_saved_backup_restores_every_key_and_revision_into_a_new_cluster() {
         let (ok, out, err) = raftkv(&["snapshot", "restore", file, "--data-dir", &dir, "--id", &id.to_string()]);
         assert!(ok, "restore {id}: {out}{err}");
     }
-    let (ok, _, err) = raftkv(&["snapshot", "restore", file, "--data-dir", cluster.nodes[&1].data_dir.to_str().unwrap(), "--id", "1"]);
+    let (ok, _, err) =
+        raftkv(&["snapshot", "restore", file, "--data-dir", cluster.nodes[&1].data_dir.to_str().unwrap(), "--id", "1"]);
     assert!(!ok && err.contains("not empty"), "a second restore into the same directory is refused: {err}");
     for id in 1..=3u64 {
         cluster.spawn(id);

@@ -291,6 +291,14 @@ async fn kv_watch_and_maintenance() {
     assert!(ctl.fails(&["get", "greeting", "--rev", "2"]).contains("required revision has been compacted"));
     assert!(ctl.fails(&["compaction", &now.to_string()]).contains("required revision has been compacted"));
     assert_eq!(ctl.ok(&["get", "greeting", "--rev", &now.to_string(), "--print-value-only"]), "bonjour\n");
+    // snapshot save: etcdctl saves raftkv's backup stream, which raftkv's restore reads.
+    let backup = cluster.dir.path().join("etcdctl-backup.db");
+    let one = Etcdctl { bin: ctl.bin.clone(), endpoints: cluster.addr(cluster.running()[0]) };
+    let (ok, out, err) = one.run_with_input(&["snapshot", "save", backup.to_str().unwrap()], "");
+    assert!(ok && format!("{out}{err}").contains("Snapshot saved at"), "snapshot save: {out}{err}");
+    let status = Command::new(harness::BIN).args(["snapshot", "status"]).arg(&backup).output().unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("revision"), "raftkv reads what etcdctl saved: {status}");
     let (ok, out, err) = ctl.run_with_input(&["defrag"], "");
     assert!(ok, "defrag: {out}{err}");
     assert_eq!(format!("{out}{err}").matches("Finished defragmenting").count(), 3, "{out}{err}");

@@ -61,8 +61,8 @@ async fn save(cli: &Cli, file: &std::path::Path) -> anyhow::Result<ExitCode> {
     let client = cli.client()?;
     let mut last = None;
     for addr in client.endpoints() {
-        let mut m = MaintenanceClient::new(client.channel(addr).map_err(status_error)?)
-            .max_decoding_message_size(64 << 20);
+        let mut m =
+            MaintenanceClient::new(client.channel(addr).map_err(status_error)?).max_decoding_message_size(64 << 20);
         let mut stream = match m.snapshot(SnapshotRequest {}).await {
             Ok(s) => s.into_inner(),
             Err(e) => {

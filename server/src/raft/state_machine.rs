@@ -99,7 +99,11 @@ impl StateMachineStore {
                         .map_err(|reason| crate::error::Error::CorruptSnapshot { path: path.clone(), reason })?;
                     data.last_applied = None;
                     data.membership = StoredMembership::default();
-                    tracing::info!(revision = data.keyspace.revision(), keys = data.keyspace.len(), "starting from a restored backup");
+                    tracing::info!(
+                        revision = data.keyspace.revision(),
+                        keys = data.keyspace.len(),
+                        "starting from a restored backup"
+                    );
                     (data, None)
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => (StateMachineData::default(), None),

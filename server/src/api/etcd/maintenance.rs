@@ -136,7 +136,7 @@ impl Maintenance for EtcdMaintenanceService {
             .enumerate()
             .map(|(i, blob)| {
                 Ok(pb::SnapshotResponse {
-                    header: (i == 0).then(|| header.clone()),
+                    header: (i == 0).then_some(header),
                     remaining_bytes: (total - (i * CHUNK + blob.len())) as u64,
                     blob: blob.to_vec(),
                     version: ETCD_VERSION.into(),
