@@ -128,6 +128,7 @@ pub enum EtcdError {
     LearnerNotReady,
     MemberBadUrls,
     PeerUrlExist,
+    BadLeaderTransferee,
     RequestTooLarge,
     TooManyRequests,
     AuthNotEnabled,
@@ -149,7 +150,9 @@ impl EtcdError {
             Compacted | FutureRev => Code::OutOfRange,
             NoSpace | TooManyRequests => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            AuthNotEnabled | NotLeader | MemberNotLearner | LearnerNotReady | PeerUrlExist => Code::FailedPrecondition,
+            AuthNotEnabled | NotLeader | MemberNotLearner | LearnerNotReady | PeerUrlExist | BadLeaderTransferee => {
+                Code::FailedPrecondition
+            }
             MemberBadUrls => Code::InvalidArgument,
             NoLeader | Stopped | Timeout | TimeoutDueToLeaderFail | Unhealthy => Code::Unavailable,
         }
@@ -174,6 +177,7 @@ impl EtcdError {
             LearnerNotReady => "etcdserver: can only promote a learner member which is in sync with leader",
             MemberBadUrls => "etcdserver: given member URLs are invalid",
             PeerUrlExist => "etcdserver: Peer URLs already exists",
+            BadLeaderTransferee => "etcdserver: bad leader transferee",
             RequestTooLarge => "etcdserver: request is too large",
             TooManyRequests => "etcdserver: too many requests",
             AuthNotEnabled => "etcdserver: authentication is not enabled",

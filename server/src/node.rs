@@ -306,6 +306,7 @@ pub async fn run(
         unsafe_local_reads: config.unsafe_local_reads,
         read_lease: config.linearizable_reads == crate::config::ReadMode::Lease,
         stopping,
+        transferring: Default::default(),
     });
 
     spawn_etcd_revisions(ctx.clone());

@@ -130,6 +130,53 @@ async fn etcdctl_changes_membership() {
     assert!(ctl.ok(&["member", "remove", "4"]).contains("removed"));
     assert!(ctl.fails(&["member", "remove", "4"]).contains("member not found"));
     assert_eq!(ctl.json(&["member", "list"])["members"].as_array().unwrap().len(), 3);
+
+    // move-leader: leadership moves to the member named (in hex, as etcdctl takes it).
+    let leader = || -> u64 { ctl.json(&["endpoint", "status"])[0]["Status"]["leader"].as_u64().unwrap() };
+    let from = leader();
+    let to = (1..=3u64).find(|id| *id != from).unwrap();
+    assert!(ctl.fails(&["move-leader", "63"]).contains("bad leader transferee"), "0x63 is no member");
+    let moved = ctl.run_with_input(&["move-leader", &format!("{to:x}")], "");
+    assert!(moved.0 && format!("{}{}", moved.1, moved.2).contains("Leadership transferred"), "{moved:?}");
+    assert_eq!(leader(), to, "node {to} leads now");
+    ctl.ok(&["put", "after", "the move"]);
+    assert_eq!(ctl.ok(&["get", "after", "--print-value-only"]), "the move\n");
+
+    // member update: a follower restarted on another peer port, then its address updated.
+    let follower = (1..=3u64).find(|id| *id != to).unwrap();
+    let dead = format!("http://127.0.0.1:{}", harness::free_port());
+    assert!(ctl
+        .fails(&["member", "update", &format!("{follower:x}"), "--peer-urls", &dead])
+        .contains("does not answer"));
+    cluster.stop(follower);
+    let new_peer = format!("127.0.0.1:{}", harness::free_port());
+    let old_peer = std::mem::replace(&mut cluster.nodes.get_mut(&follower).unwrap().peer, new_peer.clone());
+    // Its own flags name the new address, as an operator moving it would write them.
+    cluster.initial_cluster = cluster.initial_cluster.replace(&old_peer, &new_peer);
+    cluster.spawn(follower);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ok, out, err) = ctl.run_with_input(
+            &["member", "update", &format!("{follower:x}"), "--peer-urls", &format!("http://{new_peer}")],
+            "",
+        );
+        if ok {
+            assert!(out.contains("updated"), "{out}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "member update never succeeded: {err}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ctl.ok(&["put", "moved", "peer"]);
+    let on_follower = Etcdctl { bin: ctl.bin.clone(), endpoints: cluster.addr(follower) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while on_follower.ok(&["get", "moved", "--print-value-only", "--consistency", "s"]) != "peer\n" {
+        assert!(Instant::now() < deadline, "node {follower} never got the write at its new peer address");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let members = ctl.json(&["member", "list"]);
+    let m = members["members"].as_array().unwrap().iter().find(|m| m["ID"] == follower).cloned().unwrap();
+    assert_eq!(m["peerURLs"][0], format!("http://{new_peer}"), "{m}");
 }
 
 /// put/get/del with their flags, txn, watch, member list, endpoint status/health/hashkv, alarm, defrag, compaction.

@@ -73,6 +73,8 @@ pub struct ApiContext {
     pub unsafe_local_reads: bool,
     /// Becomes true when the node starts shutting down; long-lived streams end then.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// A leadership transfer is under way (etcd's MoveLeader): this leader proposes nothing meanwhile.
+    pub transferring: std::sync::atomic::AtomicBool,
 }
 
 impl ApiContext {
@@ -156,6 +158,10 @@ impl ApiContext {
     /// that may have committed could undo another client's acknowledged write.
     pub async fn write(&self, cmd: Command, deadline: Instant) -> Result<CommandResponse> {
         self.state_machine.check_quota(&cmd)?; // --quota-backend-bytes: refused before anything is proposed
+        if self.transferring.load(Ordering::Acquire) {
+            // Nothing proposed: the client retries, and finds the new leader.
+            return Err(Error::NoLeader("leadership is being transferred to another member".into()));
+        }
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

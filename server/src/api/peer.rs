@@ -164,6 +164,26 @@ impl RaftRpc for PeerService {
         Ok(self.reply(Rpc::AppendEntries, &msg, &res))
     }
 
+    async fn timeout_now(&self, req: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+        let msg = self.accept(Rpc::TimeoutNow, req)?;
+        let term: u64 = Self::body(&msg)?;
+        let (leader, current_term) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.current_leader, m.current_term)
+        };
+        let answer: Result<(), String> = if leader != Some(msg.from) || current_term != term {
+            Err(format!(
+                "node {} (term {term}) is not this node's leader (node {leader:?}, term {current_term})",
+                msg.from
+            ))
+        } else {
+            tracing::info!(from = msg.from, term, "leadership transfer: starting an election");
+            self.raft.trigger().elect().await.map_err(|e| e.to_string())
+        };
+        Ok(self.reply(Rpc::TimeoutNow, &msg, &answer))
+    }
+
     async fn install_snapshot(&self, req: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
         let msg = self.accept(Rpc::InstallSnapshot, req)?;
         let res = self.raft.install_snapshot(Self::body(&msg)?).await;

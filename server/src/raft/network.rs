@@ -215,7 +215,7 @@ impl Traffic {
             }
             Rpc::Vote => p.votes += 1,
             Rpc::InstallSnapshot => p.snapshot_chunks += 1,
-            Rpc::Hello => {}
+            Rpc::Hello | Rpc::TimeoutNow => {}
         }
         p.in_flight += 1;
     }
@@ -342,6 +342,7 @@ impl NetworkShared {
             Rpc::Vote => client.vote(request).await,
             Rpc::AppendEntries => client.append_entries(request).await,
             Rpc::InstallSnapshot => client.install_snapshot(request).await,
+            Rpc::TimeoutNow => client.timeout_now(request).await,
         };
         let reply = match reply {
             Ok(r) => r.into_inner(),
@@ -373,6 +374,21 @@ impl NetworkShared {
     pub async fn hello(&self, target: NodeId, addr: &str, timeout: Duration) -> Result<HelloInfo, PeerCallError> {
         let body = self.call(target, addr, Rpc::Hello, Vec::new(), timeout).await?;
         decode(&body).map_err(|e| PeerCallError::Network(format!("undecodable hello from {addr}: {e}")))
+    }
+
+    /// Tells member `target` (at peer address `addr`) to start an election now: leadership transfer, sent by the
+    /// leader of `term` once it stopped its heartbeats.
+    pub async fn timeout_now(
+        &self,
+        target: NodeId,
+        addr: &str,
+        term: u64,
+        timeout: Duration,
+    ) -> Result<(), PeerCallError> {
+        let body = self.call(target, addr, Rpc::TimeoutNow, encode(&term), timeout).await?;
+        let answer: Result<(), String> =
+            decode(&body).map_err(|e| PeerCallError::Network(format!("undecodable answer from {addr}: {e}")))?;
+        answer.map_err(PeerCallError::Network)
     }
 
     /// The client address of member `id` (the membership's, else what it announced).
@@ -418,6 +434,7 @@ pub enum Rpc {
     Vote,
     AppendEntries,
     InstallSnapshot,
+    TimeoutNow,
 }
 
 impl Rpc {
@@ -428,6 +445,7 @@ impl Rpc {
             Rpc::Vote => "vote",
             Rpc::AppendEntries => "append_entries",
             Rpc::InstallSnapshot => "install_snapshot",
+            Rpc::TimeoutNow => "timeout_now",
         }
     }
 }

@@ -1,11 +1,12 @@
 //! etcd's `Cluster` service over the Raft membership: MemberList (ids, peer and client URLs, learner flag),
-//! MemberAdd, MemberRemove, MemberPromote.
+//! MemberAdd, MemberRemove, MemberPromote, MemberUpdate.
 //!
 //! MemberAdd follows etcd's order — add first, then start the member — and the server picks the id (one more
 //! than the largest). raftkv adds members as learners only (`etcdctl member add --learner`): adding a voter that
 //! is not running yet would raise the quorum before it can vote. The new member is then started with that id and
-//! `--join`, and promoted once it has caught up (MemberPromote refuses before, with etcd's message). A member's
-//! peer address never changes in raftkv (it cannot split the cluster that way), so MemberUpdate is refused.
+//! `--join`, and promoted once it has caught up (MemberPromote refuses before, with etcd's message).
+//! MemberUpdate moves a member to a new peer address once the member has answered there as itself (peer TLS or
+//! the secret's challenge), so a mistyped address cannot cut a voter off.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -137,12 +138,52 @@ impl Cluster for EtcdClusterService {
 
     async fn member_update(
         &self,
-        _: Request<pb::MemberUpdateRequest>,
+        req: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Err(Status::failed_precondition(
-            "raftkv never changes a member's peer address (it could split the cluster); remove the member and add \
-             it again",
-        ))
+        let ctx = &self.ctx;
+        observed(ctx, "etcd.MemberUpdate", async {
+            let deadline = ctx.deadline(&req);
+            let route = ctx.route(&req);
+            let msg = req.into_inner();
+            let [peer_url] = msg.peer_ur_ls.as_slice() else { return Err(Error::Etcd(EtcdError::MemberBadUrls)) };
+            let peer_addr = peer_addr_of(peer_url)?;
+            if let Route::Leader(addr) = route {
+                let r = ctx.etcd_cluster_client(&addr)?.member_update(ctx.forward_request(msg, deadline)).await;
+                return r.map(Response::into_inner).map_err(|s| forwarded(s, &addr));
+            }
+            let m = ctx.member(msg.id).map_err(|_| Error::Etcd(EtcdError::MemberNotFound))?;
+            if ctx.members().iter().any(|o| o.id != msg.id && o.peer_addr == peer_addr) {
+                return Err(Error::Etcd(EtcdError::PeerUrlExist));
+            }
+            if m.peer_addr != peer_addr {
+                // The member must answer there first: a typo must not cut a voter off from the cluster.
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let hello = ctx.network.hello(msg.id, &peer_addr, left.min(std::time::Duration::from_secs(3))).await;
+                match hello {
+                    Ok(info) if info.node_id == msg.id => {}
+                    Ok(info) => {
+                        return Err(Error::FailedPrecondition(format!(
+                            "{peer_addr} answers as node {}, not node {}",
+                            info.node_id, msg.id
+                        )))
+                    }
+                    Err(e) => {
+                        return Err(Error::FailedPrecondition(format!(
+                            "member {} does not answer at {peer_addr}, so its address was not changed: {e}",
+                            msg.id
+                        )))
+                    }
+                }
+                let node = Node { addr: m.addr.clone(), peer_addr: peer_addr.clone() };
+                ctx.change(ChangeMembers::SetNodes(BTreeMap::from([(msg.id, node)])), deadline).await?;
+                tracing::info!(id = msg.id, %peer_addr, "changed a member's peer address through etcd's MemberUpdate");
+            }
+            Ok(pb::MemberUpdateResponse {
+                header: Some(ctx.etcd_header(ctx.state_machine.applied().1)),
+                members: ctx.etcd_members(),
+            })
+        })
+        .await
     }
 
     async fn member_list(&self, _: Request<pb::MemberListRequest>) -> Result<Response<pb::MemberListResponse>, Status> {

@@ -2,8 +2,8 @@
 //! NOSPACE), Defragment (nothing to do: the key space lives in memory and snapshots are rewritten whole), HashKV
 //! (a hash of the MVCC history up to a revision: equal on every member at the same revision, not equal to
 //! etcd's own, which hashes its B-tree file's layout), Hash (the same, up to now), Snapshot (a backup in
-//! raftkv's own format, [`crate::backup`]: `raftkv snapshot restore` reads it, etcd's tools do not). MoveLeader
-//! and Downgrade answer UNIMPLEMENTED.
+//! raftkv's own format, [`crate::backup`]: `raftkv snapshot restore` reads it, etcd's tools do not), MoveLeader
+//! (leadership transfer). Downgrade answers UNIMPLEMENTED.
 
 use std::{pin::Pin, sync::Arc};
 
@@ -25,6 +25,67 @@ impl EtcdMaintenanceService {
 }
 
 impl ApiContext {
+    /// Transfers leadership to voter `target` (etcd's MoveLeader; openraft 0.9 has no transfer of its own). This
+    /// leader stops proposing and heartbeating; once the followers' leases on it have run out (they refuse votes
+    /// until then), it tells the caught-up target to start an election now (`TimeoutNow`), which the target wins
+    /// with its up-to-date log. Whatever happens, this node heartbeats and may campaign again afterwards.
+    async fn move_leader(&self, target: u64, deadline: std::time::Instant) -> crate::error::Result<()> {
+        use std::sync::atomic::Ordering;
+
+        use crate::error::{Error, EtcdError};
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader != Some(self.id) {
+            return Err(Error::Etcd(EtcdError::NotLeader));
+        }
+        if target == self.id {
+            return Ok(());
+        }
+        let member = self.members().into_iter().find(|n| n.id == target);
+        let Some(member) = member.filter(|n| n.voter) else { return Err(Error::Etcd(EtcdError::BadLeaderTransferee)) };
+        if self.transferring.swap(true, Ordering::AcqRel) {
+            return Err(Error::FailedPrecondition("a leadership transfer is already under way".into()));
+        }
+        let term = m.current_term;
+        let config = self.raft.config().clone();
+        let result = async {
+            self.raft.runtime_config().heartbeat(false);
+            self.raft.runtime_config().elect(false);
+            let lease = std::time::Duration::from_millis(config.election_timeout_max * 3 / 2);
+            let caught_up = |m: &openraft::RaftMetrics<u64, crate::raft::Node>| {
+                let matched = m.replication.as_ref().and_then(|r| r.get(&target).copied().flatten());
+                matched.map(|l| l.index) >= m.last_log_index
+            };
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            self.raft
+                .wait(Some(left))
+                .metrics(caught_up, "the transferee has every entry")
+                .await
+                .map_err(|_| Error::Etcd(EtcdError::Timeout))?;
+            // Followers refuse to vote until their lease on this leader ran out.
+            tokio::time::sleep(lease).await;
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            self.network
+                .timeout_now(target, &member.peer_addr, term, left.min(std::time::Duration::from_secs(2)))
+                .await
+                .map_err(|e| Error::Unavailable(format!("leadership transfer to {target}: {e}")))?;
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            self.raft
+                .wait(Some(left))
+                .metrics(|m| m.current_leader == Some(target), "the transferee leads")
+                .await
+                .map_err(|_| Error::Etcd(EtcdError::Timeout))?;
+            Ok(())
+        }
+        .await;
+        self.raft.runtime_config().heartbeat(true);
+        self.raft.runtime_config().elect(true);
+        self.transferring.store(false, Ordering::Release);
+        if result.is_ok() {
+            tracing::info!(target, "moved leadership");
+        }
+        result
+    }
+
     /// The active alarms as etcd lists them: one per alarm, on this member.
     fn etcd_alarms(&self) -> Vec<pb::AlarmMember> {
         self.state_machine
@@ -146,8 +207,18 @@ impl Maintenance for EtcdMaintenanceService {
         Ok(Response::new(Box::pin(futures::stream::iter(pieces)) as SnapshotStream))
     }
 
-    async fn move_leader(&self, _: Request<pb::MoveLeaderRequest>) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        Err(Status::unimplemented("MoveLeader is not implemented yet"))
+    async fn move_leader(
+        &self,
+        req: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        let ctx = &self.ctx;
+        observed(ctx, "etcd.MoveLeader", async {
+            let deadline = ctx.deadline(&req);
+            let target = req.into_inner().target_id;
+            ctx.move_leader(target, deadline).await?;
+            Ok(pb::MoveLeaderResponse { header: Some(ctx.etcd_header(ctx.state_machine.applied().1)) })
+        })
+        .await
     }
 
     async fn downgrade(&self, _: Request<pb::DowngradeRequest>) -> Result<Response<pb::DowngradeResponse>, Status> {
