@@ -98,6 +98,44 @@ struct History {
     bytes: usize,
 }
 
+/// One response's worth of a watcher's batch (see [`split`]).
+pub struct Piece<E> {
+    /// The last revision whose events the piece completes (for one that ends inside a revision, the one before).
+    pub revision: i64,
+    pub events: Vec<E>,
+    /// More events of the piece's last revision follow in the next piece.
+    pub ends_inside: bool,
+}
+
+/// Splits a watcher's batch into pieces of at most [`MAX_BATCH_BYTES`] of events each (one event larger than that
+/// goes alone), so no response nears the gRPC message limit: tonic would refuse it with OUT_OF_RANGE, which
+/// means "compacted". Revisions stay whole where they fit; one with more events than fit is split over several
+/// pieces, in order. A piece's `revision` never runs ahead of an event not yet delivered, so a client that
+/// resumes at it + 1 skips nothing. Both front doors build their responses from these pieces.
+pub fn split<E>(revs: Vec<(i64, Vec<Event>)>, mut convert: impl FnMut(Event) -> E) -> Vec<Piece<E>> {
+    let mut out = Vec::new();
+    let mut events = Vec::new();
+    let mut bytes = 0;
+    let mut last = 0;
+    for (rev, evs) in revs {
+        for (i, e) in evs.into_iter().enumerate() {
+            let size = event_bytes(&e);
+            if !events.is_empty() && bytes + size > MAX_BATCH_BYTES {
+                // Everything before this event is in the piece: every revision before `rev` is complete.
+                out.push(Piece { revision: rev - 1, events: std::mem::take(&mut events), ends_inside: i > 0 });
+                bytes = 0;
+            }
+            bytes += size;
+            events.push(convert(e));
+        }
+        last = rev;
+    }
+    if !events.is_empty() {
+        out.push(Piece { revision: last, events, ends_inside: false });
+    }
+    out
+}
+
 /// Reads revisions `from..=to` of a range from the key space's MVCC history, with previous values: at most
 /// `max_revisions` revisions with events and about `max_bytes` bytes; returns the last revision covered and the
 /// events, or `Err(compact revision)` when `from` is below it (see `KeySpace::replay`).

@@ -36,8 +36,18 @@ pub(crate) async fn observed<T>(
     method: &'static str,
     f: impl Future<Output = Result<T>>,
 ) -> Result<Response<T>, Status> {
+    observed_as(ctx, method, Error::into_status, f).await
+}
+
+/// [`observed`] with the front door's own conversion of errors to statuses.
+pub(crate) async fn observed_as<T>(
+    ctx: &ApiContext,
+    method: &'static str,
+    to_status: fn(Error) -> Status,
+    f: impl Future<Output = Result<T>>,
+) -> Result<Response<T>, Status> {
     let start = Instant::now();
-    let res = f.await.map_err(Error::into_status);
+    let res = f.await.map_err(to_status);
     let code = match &res {
         Ok(_) => "OK".to_string(),
         Err(s) => format!("{:?}", s.code()),
@@ -112,38 +122,16 @@ pub(crate) fn forwarded(status: Status, leader: &str) -> Error {
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
 
-/// Splits a watcher's batch into responses of at most [`crate::watch::MAX_BATCH_BYTES`] of events each (one event
-/// larger than that goes alone), so no response nears the gRPC message limit: tonic would refuse it with
-/// OUT_OF_RANGE, which raftkv uses for "compacted". Revisions stay whole where they fit; a revision with more
-/// events than fit in one response is split over several, in order. Each response's header revision is the last
-/// revision whose events it completes (for a piece that ends inside a revision, the revision before it), so a
-/// client that resumes at header revision + 1 never skips an event.
+/// A watcher's batch as responses (see [`crate::watch::split`]), each headed by the last revision it completes.
 fn watch_responses(
     revs: Vec<(i64, Vec<crate::keyspace::Event>)>,
     with_prev: bool,
     header: impl Fn(i64) -> pb::ResponseHeader,
 ) -> Vec<pb::WatchResponse> {
-    let mut out = Vec::new();
-    let mut events = Vec::new();
-    let mut bytes = 0;
-    let mut last = 0;
-    for (rev, evs) in revs {
-        for e in evs {
-            let size = crate::watch::event_bytes(&e);
-            if !events.is_empty() && bytes + size > crate::watch::MAX_BATCH_BYTES {
-                // Everything before this event is sent: every revision before `rev` is complete.
-                out.push(pb::WatchResponse { header: Some(header(rev - 1)), events: std::mem::take(&mut events) });
-                bytes = 0;
-            }
-            bytes += size;
-            events.push(convert::event(e, with_prev));
-        }
-        last = rev;
-    }
-    if !events.is_empty() {
-        out.push(pb::WatchResponse { header: Some(header(last)), events });
-    }
-    out
+    crate::watch::split(revs, |e| convert::event(e, with_prev))
+        .into_iter()
+        .map(|p| pb::WatchResponse { header: Some(header(p.revision)), events: p.events })
+        .collect()
 }
 
 #[tonic::async_trait]

@@ -24,7 +24,7 @@ pub mod lease;
 pub mod maintenance;
 pub mod watch;
 
-use std::{future::Future, time::Instant};
+use std::future::Future;
 
 use raftkv_proto::etcd as pb;
 use tonic::{Response, Status};
@@ -43,15 +43,7 @@ pub(crate) async fn observed<T>(
     method: &'static str,
     f: impl Future<Output = Result<T>>,
 ) -> Result<Response<T>, Status> {
-    let start = Instant::now();
-    let res = f.await.map_err(Error::into_etcd_status);
-    let code = match &res {
-        Ok(_) => "OK".to_string(),
-        Err(s) => format!("{:?}", s.code()),
-    };
-    ctx.metrics.requests.with_label_values(&[method, &code]).inc();
-    ctx.metrics.request_seconds.with_label_values(&[method]).observe(start.elapsed().as_secs_f64());
-    res.map(Response::new)
+    super::kv::observed_as(ctx, method, Error::into_etcd_status, f).await
 }
 
 impl ApiContext {

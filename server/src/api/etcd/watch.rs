@@ -12,7 +12,7 @@
 use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
 
 use futures::{FutureExt, Stream, StreamExt};
-use raftkv_proto::etcd::{self as pb, mvccpb, watch_server::Watch};
+use raftkv_proto::etcd::{self as pb, watch_server::Watch};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -285,9 +285,8 @@ async fn run_watch(
     }
 }
 
-/// One watch's batch as responses of at most [`crate::watch::MAX_BATCH_BYTES`] of events each. A response that
-/// ends inside a revision is marked `fragment` when the watch asked for fragments; its header revision is the
-/// last revision it completes, so a client resuming from header + 1 never skips an event.
+/// One watch's batch as responses (see [`crate::watch::split`]). A response that ends inside a revision is
+/// marked `fragment` when the watch asked for fragments.
 fn responses(
     revs: Vec<(i64, Vec<Event>)>,
     prev_kv: bool,
@@ -295,31 +294,14 @@ fn responses(
     id: i64,
     header: impl Fn(i64) -> pb::ResponseHeader,
 ) -> Vec<pb::WatchResponse> {
-    let mut out = Vec::new();
-    let mut events: Vec<mvccpb::Event> = Vec::new();
-    let mut bytes = 0;
-    let mut last = 0;
-    for (rev, evs) in revs {
-        for e in evs {
-            let size = crate::watch::event_bytes(&e);
-            if !events.is_empty() && bytes + size > crate::watch::MAX_BATCH_BYTES {
-                let inside = events.last().and_then(|e| e.kv.as_ref()).is_some_and(|kv| kv.mod_revision == rev);
-                out.push(pb::WatchResponse {
-                    header: Some(header(rev - 1)),
-                    watch_id: id,
-                    events: std::mem::take(&mut events),
-                    fragment: fragment && inside,
-                    ..Default::default()
-                });
-                bytes = 0;
-            }
-            bytes += size;
-            events.push(convert::event(e, prev_kv));
-        }
-        last = rev;
-    }
-    if !events.is_empty() {
-        out.push(pb::WatchResponse { header: Some(header(last)), watch_id: id, events, ..Default::default() });
-    }
-    out
+    crate::watch::split(revs, |e| convert::event(e, prev_kv))
+        .into_iter()
+        .map(|p| pb::WatchResponse {
+            header: Some(header(p.revision)),
+            watch_id: id,
+            events: p.events,
+            fragment: fragment && p.ends_inside,
+            ..Default::default()
+        })
+        .collect()
 }
