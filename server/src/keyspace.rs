@@ -602,24 +602,18 @@ impl KeySpace {
         any || holds(None)
     }
 
-    /// Whether the branches that will run write anything. Like every compare of a transaction, nested ones
-    /// included, this is judged against the state before the transaction (as etcd does: it picks the whole path
-    /// through nested transactions before running any op).
-    fn writes(&self, ops: &[TxnOp]) -> bool {
-        ops.iter().any(|op| match op {
+    /// Whether the ops that will run (see [`Self::choose`]) write anything.
+    fn writes(&self, run: &[&TxnOp]) -> bool {
+        run.iter().any(|op| match op {
             TxnOp::Put { .. } => true,
             TxnOp::Delete { range, .. } => self.iter_range(range).next().is_some(),
-            TxnOp::Range(_) => false,
-            TxnOp::Txn { compare, success, failure } => {
-                self.writes(if compare.iter().all(|c| self.compare(c)) { success } else { failure })
-            }
+            _ => false,
         })
     }
 
-    /// Why the branches that will run cannot run (etcd checks the puts on the path, in order, before any op).
-    fn refusal(&self, ops: &[TxnOp]) -> Option<TxnRefused> {
-        // Puts first, then ranges, each over the whole path (etcd's order).
-        self.refusal_where(ops, &|op| match op {
+    /// Why the ops that will run cannot run: etcd checks the puts on the path, then its ranges, before any op.
+    fn refusal(&self, run: &[&TxnOp]) -> Option<TxnRefused> {
+        let put = |op: &&TxnOp| match op {
             TxnOp::Put { key, ignore_value, ignore_lease, .. }
                 if (*ignore_value || *ignore_lease) && !self.map.contains_key(key) =>
             {
@@ -627,22 +621,12 @@ impl KeySpace {
             }
             TxnOp::Put { lease, .. } if *lease != 0 => Some(TxnRefused::LeaseNotFound),
             _ => None,
-        })
-        .or_else(|| {
-            self.refusal_where(ops, &|op| match op {
-                TxnOp::Range(q) => self.check_revision(q.revision).err().map(TxnRefused::Revision),
-                _ => None,
-            })
-        })
-    }
-
-    fn refusal_where(&self, ops: &[TxnOp], check: &dyn Fn(&TxnOp) -> Option<TxnRefused>) -> Option<TxnRefused> {
-        ops.iter().find_map(|op| match op {
-            TxnOp::Txn { compare, success, failure } => {
-                self.refusal_where(if compare.iter().all(|c| self.compare(c)) { success } else { failure }, check)
-            }
-            op => check(op),
-        })
+        };
+        let range = |op: &&TxnOp| match op {
+            TxnOp::Range(q) => self.check_revision(q.revision).err().map(TxnRefused::Revision),
+            _ => None,
+        };
+        run.iter().find_map(put).or_else(|| run.iter().find_map(range))
     }
 
     /// Runs a transaction atomically. All writes of the chosen branch (nested ones included) share one new
@@ -656,13 +640,14 @@ impl KeySpace {
     ) -> Result<(bool, Vec<TxnOpResponse>, Vec<Event>), TxnRefused> {
         let succeeded = compare.iter().all(|c| self.compare(c));
         let ops = if succeeded { success } else { failure };
-        if let Some(refused) = self.refusal(&ops) {
+        let (mut path, mut run) = (Vec::new(), Vec::new());
+        self.choose(&ops, &mut path, &mut run);
+        if let Some(refused) = self.refusal(&run) {
             return Err(refused);
         }
-        let writes = self.writes(&ops);
+        let writes = self.writes(&run);
+        drop(run);
         let rev = if writes { self.revision + 1 } else { self.revision };
-        let mut path = Vec::new();
-        self.choose(&ops, &mut path);
         let mut path = path.into_iter();
         // A key can change twice in one txn (a put and a from-key delete over it: etcd's duplicate check lets that
         // through). Its events' previous values are then those before the txn, as etcd's watchers report them
@@ -684,14 +669,18 @@ impl KeySpace {
         Ok((succeeded, responses, events))
     }
 
-    /// The outcome of every nested transaction that will run, in the order they will run, decided against the
-    /// state before any op runs.
-    fn choose(&self, ops: &[TxnOp], path: &mut Vec<bool>) {
+    /// The path through a transaction, decided once against the state before any op runs (as etcd decides it):
+    /// the outcome of every nested transaction that will run (`path`, in run order) and the ops that will run
+    /// (`run`, nested ones in place).
+    fn choose<'a>(&self, ops: &'a [TxnOp], path: &mut Vec<bool>, run: &mut Vec<&'a TxnOp>) {
         for op in ops {
-            if let TxnOp::Txn { compare, success, failure } = op {
-                let succeeded = compare.iter().all(|c| self.compare(c));
-                path.push(succeeded);
-                self.choose(if succeeded { success } else { failure }, path);
+            match op {
+                TxnOp::Txn { compare, success, failure } => {
+                    let succeeded = compare.iter().all(|c| self.compare(c));
+                    path.push(succeeded);
+                    self.choose(if succeeded { success } else { failure }, path, run);
+                }
+                op => run.push(op),
             }
         }
     }
