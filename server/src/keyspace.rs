@@ -407,9 +407,17 @@ impl KeySpace {
 
     /// The keys of `range` as they were at `revision`, in key order.
     fn iter_range_at<'a>(&'a self, range: &'a KeyRange, revision: i64) -> Vec<(&'a Vec<u8>, &'a Meta)> {
+        self.keys_ever_in(range)
+            .into_iter()
+            .filter_map(|k| self.visible_at(k, self.map.get(k), revision).map(|m| (k, m)))
+            .collect()
+    }
+
+    /// Every key of `range` that exists now or has past writes in the history, in key order, once each.
+    fn keys_ever_in(&self, range: &KeyRange) -> Vec<&Vec<u8>> {
         let mut live = keys_in(&self.map, range).into_iter().peekable();
         let mut past = keys_in(&self.history, range).into_iter().peekable();
-        let mut keys: Vec<&'a Vec<u8>> = Vec::new();
+        let mut keys = Vec::new();
         // Merge the two sorted key lists.
         loop {
             let next = match (live.peek(), past.peek()) {
@@ -425,7 +433,7 @@ impl KeySpace {
             };
             keys.extend(next);
         }
-        keys.into_iter().filter_map(|k| self.visible_at(k, self.map.get(k), revision).map(|m| (k, m))).collect()
+        keys
     }
 
     /// A range read at a past `revision` (0 or the current one: now), checked against the compact revision.
@@ -864,13 +872,9 @@ impl KeySpace {
                 h = crc32c::crc32c_append(h, &m.value);
             }
         };
-        let keys: Vec<(&Vec<u8>, Option<&Meta>)> = {
-            let mut live: Vec<&Vec<u8>> = self.map.keys().collect();
-            live.extend(self.history.keys().filter(|k| !self.map.contains_key(*k)));
-            live.sort();
-            live.into_iter().map(|k| (k, self.map.get(k))).collect()
-        };
-        for (k, current) in keys {
+        let all = KeyRange { start: vec![], end: Some(vec![0]) };
+        for k in self.keys_ever_in(&all) {
+            let current = self.map.get(k);
             if let Some(past) = self.history.get(k) {
                 for p in past.iter().filter(|p| p.rev <= revision) {
                     add(k, p.rev, p.meta.as_ref());
@@ -902,9 +906,7 @@ impl KeySpace {
         let to = to.min(self.revision);
         // Every write in [from, to] to a key of the range: (revision, sub-revision, key, what it wrote).
         let mut writes: Vec<(i64, u32, &Vec<u8>, Option<&Meta>)> = Vec::new();
-        let mut keys = keys_in(&self.map, range);
-        keys.extend(keys_in(&self.history, range).into_iter().filter(|k| !self.map.contains_key(*k)));
-        for k in keys {
+        for k in self.keys_ever_in(range) {
             if let Some(past) = self.history.get(k) {
                 writes.extend(
                     past.iter().filter(|p| p.rev >= from && p.rev <= to).map(|p| (p.rev, p.sub, k, p.meta.as_ref())),
