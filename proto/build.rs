@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/raftkv/v1/kv.proto",
         "proto/raftkv/v1/cluster.proto",
         "proto/raftkv/v1/raft.proto",
+        "proto/raftkv/v1/lease.proto",
         "proto/etcd/etcdserverpb/rpc.proto",
         "proto/etcd/mvccpb/kv.proto",
         "proto/etcd/authpb/auth.proto",

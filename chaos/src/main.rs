@@ -28,7 +28,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use raftkv_chaos::{
     checker,
     checker::history::{OpKind, Outcome},
-    checks, nemesis,
+    checks, leases, nemesis,
     nemesis::Nemesis,
     record,
     record::Recorder,
@@ -57,6 +57,9 @@ struct Args {
     /// Keys the clients fight over.
     #[arg(long, default_value_t = 4)]
     keys: usize,
+    /// Lease clients: each grants leases, attaches keys, keeps them alive, then revokes or abandons them.
+    #[arg(long, default_value_t = 2)]
+    lease_clients: u64,
     /// Faults to inject (default: all), in a seeded order, each at least once per round.
     #[arg(long, value_enum, value_delimiter = ',')]
     nemesis: Vec<Nemesis>,
@@ -176,6 +179,12 @@ async fn run(args: &Args) -> anyhow::Result<record::History> {
         };
         tasks.push(tokio::spawn(workload::run_client(spec, rec.clone(), stop.clone(), inc.clone())));
     }
+    let mut lease_tasks = Vec::new();
+    for p in 0..args.lease_clients {
+        let process = 1000 + p; // apart from the key-value clients' ids
+        let (rec, stop, tls, seed) = (rec.clone(), stop.clone(), tls.clone(), rng.random());
+        lease_tasks.push(tokio::spawn(leases::run_client(process, endpoints.clone(), seed, tls, rec, stop)));
+    }
     let final_revision = Arc::new(AtomicI64::new(i64::MAX));
     let watch_targets: Vec<(u64, String)> = (1..=args.nodes).zip(endpoints.iter().cloned()).collect();
     let watcher = tokio::spawn(workload::run_watcher(
@@ -212,6 +221,13 @@ async fn run(args: &Args) -> anyhow::Result<record::History> {
     for t in tasks {
         let _ = t.await;
     }
+    let lease_wait = async {
+        for t in lease_tasks {
+            let _ = t.await;
+        }
+    };
+    // A lease client waiting for an abandoned lease to expire may need the cluster healed first.
+    let lease_wait = tokio::spawn(lease_wait);
     for id in cluster.nodes.keys().copied().collect::<Vec<_>>() {
         let _ = cluster.partition(id, &[]).await;
         cluster.signal(id, libc::SIGCONT);
@@ -233,6 +249,14 @@ async fn run(args: &Args) -> anyhow::Result<record::History> {
     }
     for (key, v, t0) in final_ops {
         rec.op(0, &key, OpKind::Get { result: v }, t0, Outcome::Ok);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(60), lease_wait).await;
+    let lease_keys: Vec<String> =
+        rec.leases.lock().expect("recorder lock").iter().flat_map(|l| l.keys.clone()).collect();
+    let mut lease_finals = BTreeMap::new();
+    for key in lease_keys {
+        let r = client.get(key.as_bytes(), false).await.context("final read of a lease key")?;
+        lease_finals.insert(key, r.kv.is_some());
     }
     let status = client.status_all().await;
     let leader_status = status.iter().filter_map(|(_, s)| s.as_ref().ok()).find(|s| s.leader_id == s.id).cloned();
@@ -279,6 +303,9 @@ async fn run(args: &Args) -> anyhow::Result<record::History> {
         finals,
         final_revision: cluster_revision,
         divergence: convergence,
+        leases: take(&rec.leases),
+        lease_events: take(&rec.lease_events),
+        lease_finals,
     })
 }
 
@@ -295,6 +322,13 @@ fn check(args: &Args, h: record::History) -> anyhow::Result<Summary> {
     }
     let ops = &h.ops;
     println!(
+        "{} lease sessions ({} revoked, {} abandoned), {} lease key events",
+        h.leases.len(),
+        h.leases.iter().filter(|l| l.revoked_ns.is_some()).count(),
+        h.leases.iter().filter(|l| l.abandoned_ns.is_some()).count(),
+        h.lease_events.len()
+    );
+    println!(
         "checking {} operations ({} ok, {} unknown, {} failed), {} watch events...",
         ops.len(),
         ops.iter().filter(|o| o.outcome == Outcome::Ok).count(),
@@ -303,12 +337,14 @@ fn check(args: &Args, h: record::History) -> anyhow::Result<Summary> {
         h.watch.len()
     );
     let verdicts = checker::linearizability::check_history(ops, args.check_budget);
+    let lease_revisions: std::collections::BTreeSet<i64> = h.lease_events.iter().map(|e| e.revision).collect();
     let violations: Vec<(String, Vec<String>)> = vec![
         ("linearizability".into(), report::linearizability_violations(&verdicts)),
         ("lost writes".into(), checks::lost_writes(ops, &h.finals)),
-        ("watch".into(), checks::watch(&h.watch, ops, h.final_revision, &h.finals)),
+        ("watch".into(), checks::watch(&h.watch, ops, h.final_revision, &h.finals, &lease_revisions)),
         ("serializable reads".into(), checks::serializable(&h.serial_reads, &h.range_reads, ops)),
         ("convergence".into(), h.divergence.clone()),
+        ("leases".into(), leases::check(&h.leases, &h.lease_events, &h.faults, &h.lease_finals)),
     ];
     let unchecked = report::unchecked_keys(&verdicts);
     let total: usize = violations.iter().map(|(_, v)| v.len()).sum();

@@ -1,5 +1,5 @@
 //! What the chaos run records: every client operation (for the linearizability checker), serializable reads,
-//! range reads, watch events and injected faults, all stamped with one monotonic clock.
+//! range reads, watch events, lease sessions and injected faults, all stamped with one monotonic clock.
 
 use std::{
     sync::{
@@ -62,6 +62,8 @@ pub struct Recorder {
     pub range_reads: Mutex<Vec<RangeRead>>,
     pub watch: Mutex<Vec<WatchRecord>>,
     pub faults: Mutex<Vec<Fault>>,
+    pub leases: Mutex<Vec<crate::leases::LeaseRecord>>,
+    pub lease_events: Mutex<Vec<crate::leases::LeaseEvent>>,
 }
 
 impl Default for Recorder {
@@ -74,6 +76,8 @@ impl Default for Recorder {
             range_reads: Mutex::default(),
             watch: Mutex::default(),
             faults: Mutex::default(),
+            leases: Mutex::default(),
+            lease_events: Mutex::default(),
         }
     }
 }
@@ -119,4 +123,11 @@ pub struct History {
     pub final_revision: i64,
     /// Nodes whose data differed from `finals` after catching up.
     pub divergence: Vec<String>,
+    /// The lease clients' sessions, the lease watcher's events, and which lease keys existed after the run.
+    #[serde(default)]
+    pub leases: Vec<crate::leases::LeaseRecord>,
+    #[serde(default)]
+    pub lease_events: Vec<crate::leases::LeaseEvent>,
+    #[serde(default)]
+    pub lease_finals: std::collections::BTreeMap<String, bool>,
 }

@@ -148,8 +148,12 @@ pub async fn run_client(spec: ClientSpec, rec: Arc<Recorder>, stop: Arc<AtomicBo
                         number: 0,
                     },
                 };
-                let put =
-                    pb::PutRequest { key: key.clone().into_bytes(), value: value.clone().into_bytes(), prev_kv: false };
+                let put = pb::PutRequest {
+                    key: key.clone().into_bytes(),
+                    value: value.clone().into_bytes(),
+                    prev_kv: false,
+                    lease: 0,
+                };
                 let req = pb::TxnRequest {
                     compare: vec![compare],
                     success: vec![pb::RequestOp { request: Some(pb::request_op::Request::Put(put)) }],
@@ -242,8 +246,8 @@ async fn etcd_op(
     true
 }
 
-/// Follows every change under the workload prefix from revision 1, moving to another node when one goes away and
-/// resuming at the next revision. Stops once `stop` is set and it has seen `final_revision` (`i64::MAX` until the
+/// Follows every change (the workload's keys into the watch record, the lease clients' into their own) from
+/// revision 1, moving to another node when one goes away and resuming at the next revision. Stops once `stop` is set and it has seen `final_revision` (`i64::MAX` until the
 /// run knows it).
 pub async fn run_watcher(
     endpoints: Vec<(u64, String)>,
@@ -263,12 +267,8 @@ pub async fn run_watcher(
         let (node, addr) = endpoints[turn % endpoints.len()].clone();
         turn += 1;
         let client = connect(vec![addr], Duration::from_secs(2), &tls);
-        let req = pb::WatchRequest {
-            key: PREFIX.as_bytes().to_vec(),
-            range_end: prefix_end(PREFIX.as_bytes()),
-            start_revision: next,
-            prev_kv: false,
-        };
+        // Every key, so that revisions follow one another with no gap.
+        let req = pb::WatchRequest { key: vec![], range_end: vec![0], start_revision: next, prev_kv: false };
         let mut stream = match client.watch(req).await {
             Ok((_, s)) => s,
             Err(_) => {
@@ -281,9 +281,18 @@ pub async fn run_watcher(
             match msg {
                 Ok(Ok(Some(m))) => {
                     compacted_on = 0;
+                    let received_ns = rec.now();
                     for ev in m.events {
                         let kv = ev.kv.unwrap_or_default();
                         let deleted = ev.r#type == pb::event::EventType::Delete as i32;
+                        let key = String::from_utf8_lossy(&kv.key).into_owned();
+                        if key.starts_with(crate::leases::PREFIX) {
+                            let revision = kv.mod_revision;
+                            let e = crate::leases::LeaseEvent { key, revision, deleted, received_ns };
+                            rec.lease_events.lock().expect("recorder lock").push(e);
+                            next = revision + 1;
+                            continue;
+                        }
                         rec.watch.lock().expect("recorder lock").push(WatchRecord::Event {
                             revision: kv.mod_revision,
                             key: String::from_utf8_lossy(&kv.key).into_owned(),

@@ -2,6 +2,7 @@
 //!
 //! - `KV` (`raftkv.v1.KV`): the public key-value API — Put, Get, Delete, Range, Txn, Watch.
 //! - `Cluster` (`raftkv.v1.Cluster`): status and dynamic membership.
+//! - `Lease` (`raftkv.v1.Lease`): keys with a time to live — grant, revoke, keep alive, time to live, list.
 //! - `Raft` (`raftkv.v1.Raft`): the peer-only Raft transport (vote, append entries, snapshot chunks). Never
 //!   exposed to clients on purpose: it is a separate service so it can be filtered or bound elsewhere.
 //!

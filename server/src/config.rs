@@ -149,6 +149,8 @@ pub struct NodeConfig {
     pub quota_backend_bytes: u64,
     /// When the leader compacts the MVCC history (`--auto-compaction-mode`, `--auto-compaction-retention`).
     pub auto_compaction: crate::auto_compaction::Policy,
+    /// How often the leader checkpoints the remaining time of long leases (see `lessor`).
+    pub lease_checkpoint_interval: Duration,
 }
 
 impl NodeConfig {
@@ -184,6 +186,7 @@ impl NodeConfig {
             dashboard_endpoints: Vec::new(),
             quota_backend_bytes: crate::quota::DEFAULT_QUOTA_BACKEND_BYTES,
             auto_compaction: Default::default(),
+            lease_checkpoint_interval: crate::lessor::DEFAULT_CHECKPOINT_INTERVAL,
         }
     }
 

@@ -123,6 +123,8 @@ pub enum EtcdError {
     FutureRev,
     NoSpace,
     LeaseNotFound,
+    LeaseExist,
+    LeaseTtlTooLarge,
     MemberNotFound,
     MemberNotLearner,
     LearnerNotReady,
@@ -147,12 +149,11 @@ impl EtcdError {
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey | InvalidSortOption
             | RequestTooLarge => Code::InvalidArgument,
-            Compacted | FutureRev => Code::OutOfRange,
+            Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace | TooManyRequests => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            AuthNotEnabled | NotLeader | MemberNotLearner | LearnerNotReady | PeerUrlExist | BadLeaderTransferee => {
-                Code::FailedPrecondition
-            }
+            AuthNotEnabled | NotLeader | LeaseExist | MemberNotLearner | LearnerNotReady | PeerUrlExist
+            | BadLeaderTransferee => Code::FailedPrecondition,
             MemberBadUrls => Code::InvalidArgument,
             NoLeader | Stopped | Timeout | TimeoutDueToLeaderFail | Unhealthy => Code::Unavailable,
         }
@@ -172,6 +173,8 @@ impl EtcdError {
             FutureRev => "etcdserver: mvcc: required revision is a future revision",
             NoSpace => "etcdserver: mvcc: database space exceeded",
             LeaseNotFound => "etcdserver: requested lease not found",
+            LeaseExist => "etcdserver: lease already exists",
+            LeaseTtlTooLarge => "etcdserver: too large lease TTL",
             MemberNotFound => "etcdserver: member not found",
             MemberNotLearner => "etcdserver: can only promote a learner member",
             LearnerNotReady => "etcdserver: can only promote a learner member which is in sync with leader",

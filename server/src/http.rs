@@ -1,5 +1,6 @@
 //! The node's HTTP port: `/metrics` (Prometheus), `/healthz`, `/readyz`, `/status` (JSON), and — only when fault
-//! injection is enabled — `/debug/partition` to cut this node off from chosen peers. With `--web-dir` it also
+//! injection is enabled — `/debug/partition` to cut this node off from chosen peers and `/debug/stall-apply?ms=N`
+//! to hold its state machine's applies for a while (a stalled disk). With `--web-dir` it also
 //! serves the dashboard ([`dashboard_router`]).
 //!
 //! `/healthz` is liveness: 503 once the node is fatally broken (Raft stopped, WAL poisoned; the process is then
@@ -13,7 +14,7 @@ use axum::{
     extract::{Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
     Json, Router,
 };
 use serde::Deserialize;
@@ -28,6 +29,7 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/debug/partition", get(get_partition).post(set_partition))
+        .route("/debug/stall-apply", post(stall_apply))
         .with_state(ctx)
 }
 
@@ -109,6 +111,28 @@ pub fn dashboard_router(ctx: Arc<ApiContext>, web_dir: std::path::PathBuf, endpo
             }),
         )
         .merge(crate::dashboard::static_files(web_dir))
+}
+
+#[derive(Deserialize)]
+struct StallQuery {
+    ms: u64,
+}
+
+/// Fault injection: the state machine applies nothing for `ms` (the next apply waits), as behind a stalled disk.
+async fn stall_apply(State(ctx): State<Arc<ApiContext>>, Query(q): Query<StallQuery>) -> Response {
+    if !ctx.network.faults.enabled() {
+        return (
+            StatusCode::FORBIDDEN,
+            "fault injection is disabled on this node (start it with --fault-injection)
+",
+        )
+            .into_response();
+    }
+    ctx.state_machine.stall_apply(std::time::Duration::from_millis(q.ms));
+    let msg = format!("apply stalled for {} ms", q.ms);
+    tracing::warn!("fault injection: {msg}");
+    ctx.events.record(raftkv_proto::EventKind::FaultInjected, ctx.term(), msg.clone());
+    Json(json!({"stalled_ms": q.ms})).into_response()
 }
 
 #[derive(Deserialize)]

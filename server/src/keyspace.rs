@@ -20,6 +20,8 @@
 use imbl::{OrdMap, Vector};
 use serde::{Deserialize, Serialize};
 
+use crate::lease::{Lease, LeaseError, LeaseImage, Leases};
+
 /// One key as seen by readers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
@@ -29,16 +31,19 @@ pub struct KeyValue {
     pub create_revision: i64,
     pub mod_revision: i64,
     pub version: i64,
+    /// The lease the key is attached to (0 = none).
+    pub lease: i64,
 }
 
 /// What the map stores per key (the key itself is the map key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meta {
-    #[serde(with = "crate::raft::wire_bytes")]
     pub value: Vec<u8>,
     pub create_revision: i64,
     pub mod_revision: i64,
     pub version: i64,
+    /// The lease the key is attached to (0 = none).
+    pub lease: i64,
 }
 
 impl Meta {
@@ -49,6 +54,39 @@ impl Meta {
             create_revision: self.create_revision,
             mod_revision: self.mod_revision,
             version: self.version,
+            lease: self.lease,
+        }
+    }
+
+    fn stored(&self) -> StoredMeta {
+        StoredMeta {
+            value: self.value.clone(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+        }
+    }
+}
+
+/// [`Meta`] as snapshots store it: its shape before leases, so that older snapshots still load. Leases are stored
+/// beside it ([`LeaseSetImage`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMeta {
+    #[serde(with = "crate::raft::wire_bytes")]
+    pub value: Vec<u8>,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    pub version: i64,
+}
+
+impl StoredMeta {
+    fn into_meta(self) -> Meta {
+        Meta {
+            value: self.value,
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+            lease: 0,
         }
     }
 }
@@ -128,7 +166,7 @@ pub enum CompareTarget {
     Version,
     CreateRevision,
     ModRevision,
-    /// The lease a key is attached to (0 = none; raftkv has no leases yet, so every key compares as 0).
+    /// The lease a key is attached to (0 = none).
     Lease,
 }
 
@@ -164,7 +202,8 @@ pub enum TxnOp {
         ignore_value: bool,
         /// Keep the key's current lease (etcd's `ignore_lease`); the key must exist.
         ignore_lease: bool,
-        /// The lease to attach the key to (0 = none). raftkv has no leases yet: a non-zero one refuses the txn.
+        /// The lease to attach the key to (0 = none; a put without a lease detaches the key from its lease). An
+        /// unknown lease refuses the transaction.
         lease: i64,
     },
     Range(RangeQuery),
@@ -279,6 +318,8 @@ pub struct KeySpace {
     current_sub: OrdMap<Vec<u8>, u32>,
     /// The revision being written and the next sub-revision in it (not persisted: only used while applying).
     writing: (i64, u32),
+    /// The leases, each with its attached keys.
+    leases: Leases,
 }
 
 impl Default for KeySpace {
@@ -293,24 +334,42 @@ impl Default for KeySpace {
             history_bytes: 0,
             current_sub: OrdMap::new(),
             writing: (0, 0),
+            leases: Leases::default(),
         }
     }
 }
 
 /// One superseded write of a key: the version it put at `rev` (`Some`), or its delete at `rev` (`None`); `sub` is
 /// its place among the writes of that revision (etcd's sub-revision: a transaction's op order).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Past {
     pub rev: i64,
     pub sub: u32,
     pub meta: Option<Meta>,
 }
 
+/// [`Past`] as snapshots store it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPast {
+    pub rev: i64,
+    pub sub: u32,
+    pub meta: Option<StoredMeta>,
+}
+
 /// Replayed revisions: the last revision covered, and the events of each revision that had some.
 pub type Replayed = (i64, Vec<(i64, Vec<Event>)>);
 
 /// The MVCC history as a snapshot holds it: every key with past writes, and those writes, oldest first.
-pub type HistoryImage = Vec<(Vec<u8>, Vec<Past>)>;
+pub type HistoryImage = Vec<(Vec<u8>, Vec<StoredPast>)>;
+
+/// The leases as a snapshot holds them: the table, the lease of every live key that has one, and of every past
+/// version that had one (key, revision, lease).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseSetImage {
+    pub leases: Vec<LeaseImage>,
+    pub key_leases: Vec<(Vec<u8>, i64)>,
+    pub past_leases: Vec<(Vec<u8>, i64, i64)>,
+}
 
 /// Why a read or compaction at a revision cannot be served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -345,7 +404,7 @@ fn entry_size(key: &[u8], value: &[u8]) -> u64 {
 #[derive(Serialize, Deserialize)]
 pub struct KeySpaceImage {
     pub revision: i64,
-    pub entries: Vec<(Vec<u8>, Meta)>,
+    pub entries: Vec<(Vec<u8>, StoredMeta)>,
 }
 
 impl KeySpace {
@@ -512,9 +571,10 @@ impl KeySpace {
     }
 
     /// Applies a put at the next revision. Returns the event and the previous value.
+    /// A put without a lease: it detaches the key from the lease it had, as in etcd.
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Event {
         self.revision += 1;
-        self.put_at(key, value, self.revision)
+        self.put_at(key, value, self.revision, Some(0))
     }
 
     /// The next sub-revision of revision `rev`.
@@ -532,12 +592,21 @@ impl KeySpace {
         self.remember(key, Past { rev: prev.mod_revision, sub, meta: Some(prev) });
     }
 
-    fn put_at(&mut self, key: Vec<u8>, value: Vec<u8>, rev: i64) -> Event {
+    /// Puts `key` at revision `rev`, attached to `lease` (`None`: the lease it has, etcd's `ignore_lease`).
+    fn put_at(&mut self, key: Vec<u8>, value: Vec<u8>, rev: i64, lease: Option<i64>) -> Event {
         let sub = self.next_sub(rev);
         let prev = self.map.get(&key).cloned();
+        let old_lease = prev.as_ref().map_or(0, |p| p.lease);
+        let lease = lease.unwrap_or(old_lease);
+        if lease != old_lease {
+            self.leases.detach(old_lease, &key);
+            self.leases.attach(lease, &key);
+        }
         let meta = match &prev {
-            Some(p) => Meta { value, create_revision: p.create_revision, mod_revision: rev, version: p.version + 1 },
-            None => Meta { value, create_revision: rev, mod_revision: rev, version: 1 },
+            Some(p) => {
+                Meta { value, create_revision: p.create_revision, mod_revision: rev, version: p.version + 1, lease }
+            }
+            None => Meta { value, create_revision: rev, mod_revision: rev, version: 1, lease },
         };
         let kv = meta.to_kv(&key);
         self.bytes += entry_size(&key, &meta.value);
@@ -569,10 +638,17 @@ impl KeySpace {
         keys.into_iter()
             .filter_map(|k| {
                 let prev = self.map.remove(&k)?;
+                self.leases.detach(prev.lease, &k);
                 let sub = self.next_sub(rev);
                 self.bytes -= entry_size(&k, &prev.value);
-                let kv =
-                    KeyValue { key: k.clone(), value: Vec::new(), create_revision: 0, mod_revision: rev, version: 0 };
+                let kv = KeyValue {
+                    key: k.clone(),
+                    value: Vec::new(),
+                    create_revision: 0,
+                    mod_revision: rev,
+                    version: 0,
+                    lease: 0,
+                };
                 let prev_kv = prev.to_kv(&k);
                 self.supersede(&k, prev);
                 self.remember(&k, Past { rev, sub, meta: None });
@@ -591,7 +667,7 @@ impl KeySpace {
                 CompareTarget::Version => m.map_or(0, |m| m.version).cmp(&c.number),
                 CompareTarget::CreateRevision => m.map_or(0, |m| m.create_revision).cmp(&c.number),
                 CompareTarget::ModRevision => m.map_or(0, |m| m.mod_revision).cmp(&c.number),
-                CompareTarget::Lease => 0.cmp(&c.number),
+                CompareTarget::Lease => m.map_or(0, |m| m.lease).cmp(&c.number),
             };
             match c.op {
                 CompareOp::Equal => ord.is_eq(),
@@ -627,7 +703,9 @@ impl KeySpace {
             {
                 Some(TxnRefused::KeyNotFound)
             }
-            TxnOp::Put { lease, .. } if *lease != 0 => Some(TxnRefused::LeaseNotFound),
+            TxnOp::Put { lease, ignore_lease: false, .. } if *lease != 0 && !self.leases.contains(*lease) => {
+                Some(TxnRefused::LeaseNotFound)
+            }
             _ => None,
         };
         let range = |op: &&TxnOp| match op {
@@ -706,12 +784,12 @@ impl KeySpace {
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             match op {
-                TxnOp::Put { key, value, prev_kv, ignore_value, .. } => {
+                TxnOp::Put { key, value, prev_kv, ignore_value, ignore_lease, lease } => {
                     let value = match (ignore_value, self.map.get(&key)) {
                         (true, Some(m)) => m.value.clone(),
                         _ => value,
                     };
-                    let ev = self.put_at(key, value, rev);
+                    let ev = self.put_at(key, value, rev, (!ignore_lease).then_some(lease));
                     let prev_kv = if prev_kv { ev.prev_kv.clone() } else { None };
                     events.push(ev);
                     responses.push(TxnOpResponse::Put { prev_kv, revision: rev });
@@ -940,7 +1018,14 @@ impl KeySpace {
                 }
                 None => Event {
                     kind: EventKind::Delete,
-                    kv: KeyValue { key: key.clone(), value: vec![], create_revision: 0, mod_revision: rev, version: 0 },
+                    kv: KeyValue {
+                        key: key.clone(),
+                        value: vec![],
+                        create_revision: 0,
+                        mod_revision: rev,
+                        version: 0,
+                        lease: 0,
+                    },
                     prev_kv: prev,
                 },
             };
@@ -952,7 +1037,8 @@ impl KeySpace {
 
     /// The MVCC history and compact revision, for snapshots.
     pub fn history_image(&self) -> (i64, HistoryImage, Vec<(Vec<u8>, u32)>) {
-        let entries = self.history.iter().map(|(k, v)| (k.clone(), v.iter().cloned().collect())).collect();
+        let stored = |p: &Past| StoredPast { rev: p.rev, sub: p.sub, meta: p.meta.as_ref().map(Meta::stored) };
+        let entries = self.history.iter().map(|(k, v)| (k.clone(), v.iter().map(stored).collect())).collect();
         let subs = self.current_sub.iter().map(|(k, s)| (k.clone(), *s)).collect();
         (self.compact_revision, entries, subs)
     }
@@ -973,8 +1059,12 @@ impl KeySpace {
             if past.is_empty() || !ordered || !below_current {
                 return Err(format!("inconsistent history of key {:?}", String::from_utf8_lossy(&k)));
             }
+            let past: Vector<Past> = past
+                .into_iter()
+                .map(|p| Past { rev: p.rev, sub: p.sub, meta: p.meta.map(StoredMeta::into_meta) })
+                .collect();
             bytes += past.iter().map(|p| past_size(&k, p)).sum::<u64>();
-            history.insert(k, past.into_iter().collect());
+            history.insert(k, past);
         }
         self.history = history;
         self.history_bytes = bytes;
@@ -985,13 +1075,13 @@ impl KeySpace {
     pub fn to_image(&self) -> KeySpaceImage {
         KeySpaceImage {
             revision: self.revision,
-            entries: self.map.iter().map(|(k, m)| (k.clone(), m.clone())).collect(),
+            entries: self.map.iter().map(|(k, m)| (k.clone(), m.stored())).collect(),
         }
     }
 
     /// Rebuilds a key space from a snapshot image, refusing an inconsistent one.
     pub fn from_image(image: KeySpaceImage, etcd_revisions: bool) -> Result<Self, String> {
-        let map: OrdMap<Vec<u8>, Meta> = image.entries.into_iter().collect();
+        let map: OrdMap<Vec<u8>, Meta> = image.entries.into_iter().map(|(k, m)| (k, m.into_meta())).collect();
         for (k, m) in &map {
             if !(m.create_revision <= m.mod_revision && m.mod_revision <= image.revision && m.version >= 1) {
                 return Err(format!(
@@ -1013,8 +1103,83 @@ impl KeySpace {
             history_bytes: 0,
             current_sub: OrdMap::new(),
             writing: (0, 0),
+            leases: Leases::default(),
         })
     }
+
+    /// The leases, for snapshots.
+    pub fn lease_image(&self) -> LeaseSetImage {
+        let key_leases = self.map.iter().filter(|(_, m)| m.lease != 0).map(|(k, m)| (k.clone(), m.lease)).collect();
+        let mut past_leases = Vec::new();
+        for (k, past) in self.history.iter() {
+            for p in past.iter() {
+                if let Some(m) = p.meta.as_ref().filter(|m| m.lease != 0) {
+                    past_leases.push((k.clone(), p.rev, m.lease));
+                }
+            }
+        }
+        LeaseSetImage { leases: self.leases.image(), key_leases, past_leases }
+    }
+
+    /// Restores the leases from a snapshot (after [`Self::set_history`]), refusing an inconsistent image.
+    pub fn set_leases(&mut self, image: LeaseSetImage) -> Result<(), String> {
+        for (k, lease) in &image.key_leases {
+            match self.map.get_mut(k) {
+                Some(m) => m.lease = *lease,
+                None => return Err(format!("lease {lease} names key {:?}, which does not exist", lossy(k))),
+            }
+        }
+        for (k, rev, lease) in &image.past_leases {
+            let meta = self
+                .history
+                .get_mut(k)
+                .and_then(|past| past.iter_mut().find(|p| p.rev == *rev))
+                .and_then(|p| p.meta.as_mut());
+            match meta {
+                Some(m) => m.lease = *lease,
+                None => return Err(format!("lease {lease} names version {rev} of key {:?}, not held", lossy(k))),
+            }
+        }
+        let attached = self.map.iter().filter(|(_, m)| m.lease != 0).map(|(k, m)| (k, m.lease));
+        self.leases = Leases::from_image(image.leases, attached)?;
+        Ok(())
+    }
+
+    /// The leases.
+    pub fn leases(&self) -> &Leases {
+        &self.leases
+    }
+
+    /// A lease by id.
+    pub fn lease(&self, id: i64) -> Option<&Lease> {
+        self.leases.get(id)
+    }
+
+    /// Grants lease `id` with `ttl` seconds (no revision: a grant writes no key).
+    pub fn grant_lease(&mut self, id: i64, ttl: i64) -> Result<(), LeaseError> {
+        self.leases.grant(id, ttl)
+    }
+
+    /// Revokes lease `id`: deletes every key attached to it, all at one new revision (none if it had no keys).
+    pub fn revoke_lease(&mut self, id: i64) -> Result<Vec<Event>, LeaseError> {
+        let keys = self.leases.remove(id)?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.revision += 1;
+        let events = self.delete_at(keys.into_iter().collect(), self.revision);
+        debug_assert!(!events.is_empty(), "every key of a lease is live");
+        Ok(events)
+    }
+
+    /// Records the remaining times of leases (see [`crate::lease::Lease::remaining_ms`]).
+    pub fn checkpoint_leases(&mut self, checkpoints: &[(i64, Option<i64>)]) {
+        self.leases.checkpoint(checkpoints)
+    }
+}
+
+fn lossy(k: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(k)
 }
 
 #[cfg(test)]
@@ -1364,5 +1529,122 @@ mod tests {
         }
         assert_ne!(ks.hash_kv(15), ks.hash_kv(16), "the hash covers the versions up to its revision");
         assert_eq!(back.history_bytes(), ks.history_bytes());
+    }
+
+    fn leased_put(ks: &mut KeySpace, key: &str, value: &str, lease: i64) -> Result<Vec<Event>, TxnRefused> {
+        let op = TxnOp::Put {
+            key: key.into(),
+            value: value.into(),
+            prev_kv: false,
+            ignore_value: false,
+            ignore_lease: false,
+            lease,
+        };
+        ks.txn(&[], vec![op], vec![]).map(|(_, _, evs)| evs)
+    }
+
+    /// Every key attached to a lease is live with that lease, and every live leased key is in its lease's set.
+    fn assert_lease_invariant(ks: &KeySpace) {
+        for (id, l) in ks.leases().iter() {
+            for k in l.keys.iter() {
+                assert_eq!(ks.map.get(k).map(|m| m.lease), Some(id), "key {k:?} of lease {id}");
+            }
+        }
+        for (k, m) in ks.map.iter().filter(|(_, m)| m.lease != 0) {
+            assert!(ks.lease(m.lease).is_some_and(|l| l.keys.contains(k)), "key {k:?} of lease {}", m.lease);
+        }
+    }
+
+    #[test]
+    fn leases_attach_detach_and_revoke_in_one_revision() {
+        let mut ks = KeySpace::default();
+        ks.adopt_etcd_revisions();
+        assert_eq!(leased_put(&mut ks, "a", "1", 7), Err(TxnRefused::LeaseNotFound), "no such lease yet");
+        let rev = ks.revision();
+        ks.grant_lease(7, 10).unwrap();
+        assert_eq!(ks.grant_lease(7, 10), Err(LeaseError::Exists));
+        assert_eq!(ks.revision(), rev, "a grant writes no key");
+        ks.grant_lease(8, 10).unwrap();
+        for k in ["a", "b", "c"] {
+            leased_put(&mut ks, k, "v", 7).unwrap();
+        }
+        assert_eq!(ks.get(b"a").unwrap().lease, 7);
+        leased_put(&mut ks, "c", "v", 8).unwrap(); // moves to lease 8
+        ks.put(b"b".to_vec(), b"plain".to_vec()); // a put without a lease detaches
+        ks.put(b"z".to_vec(), b"other".to_vec());
+        assert_lease_invariant(&ks);
+        assert_eq!(ks.lease(7).unwrap().keys.iter().collect::<Vec<_>>(), vec![&b"a".to_vec()]);
+        // ignore_lease keeps the lease.
+        let keep = TxnOp::Put {
+            key: b"c".to_vec(),
+            value: b"w".to_vec(),
+            prev_kv: false,
+            ignore_value: false,
+            ignore_lease: true,
+            lease: 0,
+        };
+        ks.txn(&[], vec![keep], vec![]).unwrap();
+        assert_eq!(ks.get(b"c").unwrap().lease, 8);
+        // A compare on the lease sees it.
+        let cmp = |n| TxnCompare {
+            range: KeyRange::single("c"),
+            target: CompareTarget::Lease,
+            op: CompareOp::Equal,
+            value: vec![],
+            number: n,
+        };
+        assert!(ks.compare(&cmp(8)) && !ks.compare(&cmp(0)));
+
+        leased_put(&mut ks, "d", "v", 8).unwrap();
+        let before = ks.revision();
+        let evs = ks.revoke_lease(8).unwrap();
+        assert_eq!(ks.revision(), before + 1, "one revision for all of the lease's keys");
+        assert!(evs.iter().all(|e| e.kind == EventKind::Delete && e.kv.mod_revision == before + 1));
+        let mut deleted: Vec<_> = evs.iter().map(|e| e.kv.key.clone()).collect();
+        deleted.sort();
+        assert_eq!(deleted, vec![b"c".to_vec(), b"d".to_vec()]);
+        assert!(ks.get(b"c").is_none() && ks.get(b"a").is_some() && ks.get(b"z").is_some());
+        assert_eq!(ks.revoke_lease(8), Err(LeaseError::NotFound));
+        // A lease without keys is revoked without a revision.
+        ks.grant_lease(9, 5).unwrap();
+        let rev = ks.revision();
+        assert_eq!(ks.revoke_lease(9), Ok(vec![]));
+        assert_eq!(ks.revision(), rev);
+        // Deleting a leased key detaches it.
+        ks.delete(&KeyRange::single("a"));
+        assert!(ks.lease(7).unwrap().keys.is_empty());
+        assert_lease_invariant(&ks);
+    }
+
+    #[test]
+    fn leases_survive_a_snapshot_with_their_keys_and_past_versions() {
+        let mut ks = KeySpace::default();
+        ks.adopt_etcd_revisions();
+        ks.grant_lease(7, 30).unwrap();
+        ks.grant_lease(9, 60).unwrap();
+        leased_put(&mut ks, "a", "1", 7).unwrap();
+        let leased_rev = ks.revision();
+        ks.put(b"a".to_vec(), b"2".to_vec());
+        leased_put(&mut ks, "b", "1", 9).unwrap();
+        ks.checkpoint_leases(&[(9, Some(12_345)), (404, Some(1))]);
+        let (compact, history, subs) = ks.history_image();
+        let mut back = KeySpace::from_image(ks.to_image(), true).unwrap();
+        back.set_history(compact, history, subs).unwrap();
+        back.set_leases(ks.lease_image()).unwrap();
+        assert_eq!(back.lease(9).unwrap().remaining_ms, Some(12_345));
+        assert_eq!(back.lease(7).unwrap().ttl, 30);
+        assert!(back.lease(7).unwrap().keys.is_empty(), "a was detached by the plain put");
+        assert_eq!(back.get(b"b").unwrap().lease, 9);
+        let past = back.range_at(&q(KeyRange::single("a")), leased_rev).unwrap();
+        assert_eq!(past.kvs[0].lease, 7, "a past version keeps its lease");
+        assert_lease_invariant(&back);
+        // An image naming a lease that is not in the table is refused.
+        let mut bad = ks.lease_image();
+        bad.leases.retain(|l| l.id != 9);
+        let (compact, history, subs) = ks.history_image();
+        let mut back = KeySpace::from_image(ks.to_image(), true).unwrap();
+        back.set_history(compact, history, subs).unwrap();
+        let err = back.set_leases(bad).unwrap_err();
+        assert!(err.contains("unknown lease 9"), "{err}");
     }
 }

@@ -41,6 +41,8 @@ pub mod events;
 pub mod failstop;
 pub mod http;
 pub mod keyspace;
+pub mod lease;
+pub mod lessor;
 pub mod local_cluster;
 pub mod metrics;
 pub mod node;

@@ -18,6 +18,13 @@ pub struct Metrics {
     pub lease_reads: IntCounter,
     /// Compactions of the MVCC history this node proposed (`auto_compaction`).
     pub compactions: IntCounter,
+    /// Leases granted, revoked by a client, and expired (revoked by this node as leader); renewals answered.
+    pub leases_granted: IntCounter,
+    pub leases_revoked: IntCounter,
+    pub leases_expired: IntCounter,
+    pub lease_keepalives: IntCounter,
+    /// Leases with running timers on this node (0 unless it leads).
+    pub leases: IntGauge,
     pub apply_seconds: Histogram,
     pub fsync_seconds: Histogram,
     pub fsync_batch_records: Histogram,
@@ -77,6 +84,20 @@ impl Metrics {
                 "auto_compactions_total",
                 "compactions of the MVCC history this node proposed as leader"
             )),
+            leases_granted: reg!(IntCounter::new("leases_granted_total", "leases granted through this node")),
+            leases_revoked: reg!(IntCounter::new(
+                "leases_revoked_total",
+                "leases revoked by clients through this node"
+            )),
+            leases_expired: reg!(IntCounter::new(
+                "leases_expired_total",
+                "leases this node revoked as leader because they expired"
+            )),
+            lease_keepalives: reg!(IntCounter::new(
+                "lease_keepalives_total",
+                "lease renewals this node answered as leader (rate() gives keep-alives per second)"
+            )),
+            leases: reg!(gauge("leases", "leases with running timers (on the leader; 0 elsewhere)")),
             apply_seconds: reg!(Histogram::with_opts(
                 HistogramOpts::new("apply_seconds", "state machine apply latency per batch").buckets(latency_buckets())
             )),

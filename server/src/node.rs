@@ -307,10 +307,15 @@ pub async fn run(
         read_lease: config.linearizable_reads == crate::config::ReadMode::Lease,
         stopping,
         transferring: Default::default(),
+        lessor: crate::lessor::Lessor::new(crate::lessor::LessorConfig {
+            election_timeout: config.raft.election_timeout_max,
+            checkpoint_interval: config.lease_checkpoint_interval,
+        }),
     });
 
     spawn_etcd_revisions(ctx.clone());
     crate::auto_compaction::spawn(ctx.clone(), config.auto_compaction);
+    crate::lessor::spawn(ctx.clone());
     crate::raft::compaction::spawn(
         raft.clone(),
         wal.clone(),
@@ -349,6 +354,7 @@ pub async fn run(
                 .max_encoding_message_size(MAX_MSG),
         )
         .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
+        .add_service(raftkv_proto::lease_server::LeaseServer::new(crate::api::lease::LeaseService::new(ctx.clone())))
         // The etcd front door: the same commands and key space, etcd's wire.
         .add_service(
             etcd_pb::kv_server::KvServer::new(etcd_api::kv::EtcdKvService::new(ctx.clone()))
@@ -365,7 +371,7 @@ pub async fn run(
         .add_service(etcd_pb::maintenance_server::MaintenanceServer::new(
             etcd_api::maintenance::EtcdMaintenanceService::new(ctx.clone()),
         ))
-        .add_service(etcd_pb::lease_server::LeaseServer::new(etcd_api::lease::EtcdLeaseService))
+        .add_service(etcd_pb::lease_server::LeaseServer::new(etcd_api::lease::EtcdLeaseService::new(ctx.clone())))
         .add_service(etcd_pb::auth_server::AuthServer::new(etcd_api::auth::EtcdAuthService::new(ctx.clone())))
         .add_service(health_service)
         .add_service(reflection)

@@ -77,7 +77,13 @@ impl Quota {
         }
         match cmd {
             Command::Put { key, value, .. } => put(key, value),
-            Command::Delete { .. } | Command::EtcdRevisions | Command::Compact { .. } => 0,
+            Command::Delete { .. }
+            | Command::EtcdRevisions
+            | Command::Compact { .. }
+            | Command::LeaseRevoke { .. }
+            | Command::LeaseCheckpoint { .. } => 0,
+            // etcd refuses new leases under the NOSPACE alarm too.
+            Command::LeaseGrant { .. } => PER_KEY_OVERHEAD,
             Command::Txn { success, failure, .. } => ops(success, &put).max(ops(failure, &put)),
             Command::TxnV1 { success, failure, .. } => {
                 let v1 = |o: &[crate::raft::command_v1::TxnOpV1]| -> Vec<TxnOp> {

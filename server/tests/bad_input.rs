@@ -64,7 +64,7 @@ async fn bad_requests_get_precise_errors() {
     }
     let mut raw = c.kv(&cluster.addr(1)).unwrap();
     // A syntactically valid message whose bytes are not UTF-8 is fine: keys are bytes.
-    raw.put(pb::PutRequest { key: vec![0xff, 0xfe], value: vec![0], prev_kv: false }).await.unwrap();
+    raw.put(pb::PutRequest { key: vec![0xff, 0xfe], value: vec![0], ..Default::default() }).await.unwrap();
 
     // Nothing was lost along the way.
     assert_eq!(c.get("keep", false).await.unwrap().kv.unwrap().value, b"me");

@@ -21,6 +21,7 @@ fn cas(key: &str, expect_version: i64, new: &str) -> pb::TxnRequest {
                 key: key.into(),
                 value: new.into(),
                 prev_kv: true,
+                lease: 0,
             })),
         }],
         failure: vec![pb::RequestOp {
@@ -78,6 +79,7 @@ async fn compare_and_swap() {
                                 key: b"counter".to_vec(),
                                 value: (n + 1).to_string().into_bytes(),
                                 prev_kv: false,
+                                lease: 0,
                             })),
                         }],
                         failure: vec![],

@@ -351,6 +351,91 @@ async fn kv_watch_and_maintenance() {
     assert_eq!(format!("{out}{err}").matches("Finished defragmenting").count(), 3, "{out}{err}");
 }
 
+/// Leases through etcdctl (grant, put --lease, timetolive --keys, list, keep-alive, revoke, expiry), and its
+/// lock and election recipes — against raftkv's own `raftkv lock` / `raftkv elect` on the same names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_leases_locks_and_elections() {
+    let Some(bin) = etcdctl_bin() else {
+        eprintln!("skipped: no etcdctl (install Debian's etcd-client, or set RAFTKV_ETCDCTL_BIN)");
+        return;
+    };
+    let cluster = TestCluster::start(3);
+    cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let endpoints = cluster.running().iter().map(|id| cluster.addr(*id)).collect::<Vec<_>>().join(",");
+    let ctl = Etcdctl { bin, endpoints: endpoints.clone() };
+
+    let granted = ctl.ok(&["lease", "grant", "60"]);
+    let id = granted.split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(granted, format!("lease {id} granted with TTL(60s)\n"));
+    ctl.ok(&["put", "--lease", &id, "svc/a", "10.0.0.1"]);
+    ctl.ok(&["put", "--lease", &id, "svc/b", "10.0.0.2"]);
+    let got = ctl.json(&["get", "svc/a"]);
+    assert_eq!(got["kvs"][0]["lease"].as_i64(), i64::from_str_radix(&id, 16).ok(), "{got}");
+    let ttl = ctl.ok(&["lease", "timetolive", "--keys", &id]);
+    assert!(ttl.starts_with(&format!("lease {id} granted with TTL(60s), remaining(")), "{ttl}");
+    assert!(ttl.ends_with("attached keys([svc/a svc/b])\n"), "{ttl}");
+    assert!(ctl.ok(&["lease", "list"]).contains(&id));
+    assert_eq!(ctl.ok(&["lease", "keep-alive", "--once", &id]), format!("lease {id} keepalived with TTL(60)\n"));
+    assert_eq!(ctl.ok(&["lease", "timetolive", "1234"]), "lease 0000000000001234 already expired\n");
+    assert!(ctl.fails(&["lease", "keep-alive", "--once", "1234"]).contains("requested lease not found"));
+    assert!(ctl.fails(&["put", "k", "v", "--lease", "1234"]).contains("requested lease not found"));
+    assert_eq!(ctl.ok(&["lease", "revoke", &id]), format!("lease {id} revoked\n"));
+    assert_eq!(ctl.ok(&["get", "svc/", "--prefix"]), "", "revoking deleted the lease's keys");
+    assert!(ctl.fails(&["lease", "revoke", &id]).contains("requested lease not found"));
+    // Expiry: a short lease nobody renews.
+    let short = ctl.ok(&["lease", "grant", "1"]).split_whitespace().nth(1).unwrap().to_string();
+    ctl.ok(&["put", "--lease", &short, "ephemeral", "x"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ctl.ok(&["get", "ephemeral"]).is_empty() {
+        assert!(Instant::now() < deadline, "the key of an expired lease is still there");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // etcdctl's lock runs a command while holding it.
+    assert_eq!(ctl.ok(&["lock", "job", "echo", "inside"]), "inside\n");
+    // raftkv lock and etcdctl lock on one name exclude each other: etcdctl waits while raftkv holds it.
+    let mut holder = Command::new(harness::BIN)
+        .args(["--endpoints", &endpoints, "lock", "job", "--ttl", "5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("job/"), "raftkv lock printed its key: {line}");
+    let holder = Guard(holder);
+    let waiter = Guard(ctl.command(&["lock", "job", "echo", "second"]).stdout(Stdio::piped()).spawn().unwrap());
+    std::thread::sleep(Duration::from_secs(2));
+    let mut waiter = waiter;
+    assert!(waiter.0.try_wait().unwrap().is_none(), "etcdctl acquired a lock raftkv holds");
+    // The holder dies without releasing (kill -9): its lease expires and etcdctl gets the lock.
+    drop(holder);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = waiter.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "etcdctl never got the lock after its holder died");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(waiter.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(status.success() && out == "second\n", "{status:?} {out:?}");
+
+    // Elections: etcdctl campaigns, raftkv observes who leads.
+    let campaign = Guard(ctl.command(&["elect", "pick", "etcdctl-was-first"]).stdout(Stdio::piped()).spawn().unwrap());
+    let mut observer = Command::new(harness::BIN)
+        .args(["--endpoints", &endpoints, "elect", "pick", "--listen"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(observer.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line, "etcdctl-was-first\n");
+    let _observer = Guard(observer);
+    drop(campaign);
+}
+
 /// Kills a child process when dropped.
 struct Guard(std::process::Child);
 

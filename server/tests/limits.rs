@@ -20,6 +20,7 @@ fn put_op(key: String, len: usize) -> pb::RequestOp {
             key: key.into_bytes(),
             value: vec![3; len],
             prev_kv: false,
+            lease: 0,
         })),
     }
 }

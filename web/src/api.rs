@@ -102,8 +102,9 @@ impl Node {
         call(QUICK, self.cluster().events(pb::EventsRequest { after_seq, incarnation })).await
     }
 
-    pub async fn put(&self, key: &str, value: &str) -> Result<pb::PutResponse> {
-        let msg = pb::PutRequest { key: key.into(), value: value.into(), prev_kv: true };
+    /// A put, attached to `lease` (0 = none).
+    pub async fn put(&self, key: &str, value: &str, lease: i64) -> Result<pb::PutResponse> {
+        let msg = pb::PutRequest { key: key.into(), value: value.into(), prev_kv: true, lease };
         call(USER, self.kv().put(request(msg, USER))).await
     }
 

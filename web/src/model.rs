@@ -166,6 +166,8 @@ pub struct NodeView {
     pub snapshot_index: u64,
     pub purged_index: u64,
     pub keys: u64,
+    /// On the leader: live leases, and milliseconds until the soonest expires.
+    pub leases: Option<(u64, Option<i64>)>,
     pub voter: Option<bool>,
     pub replication: Vec<ReplicaView>,
     /// Followers and candidates: the election timer.
@@ -226,6 +228,8 @@ pub fn node_view(slot: &NodeSlot) -> NodeView {
         snapshot_index: s.snapshot_index,
         purged_index: s.purged_index,
         keys: s.key_count,
+        leases: (role == RoleView::Leader)
+            .then_some((s.lease_count, (s.lease_soonest_expiry_ms >= 0).then_some(s.lease_soonest_expiry_ms))),
         voter,
         replication: s
             .replication

@@ -157,6 +157,7 @@ impl ApiContext {
                 last_error: p.last_error,
             })
             .collect();
+        let leases = self.lessor.summary();
         pb::StatusResponse {
             header: Some(self.header(revision)),
             id: self.id,
@@ -190,6 +191,8 @@ impl ApiContext {
             peer_addr: self.peer_addr.clone(),
             client_tls: self.network.client_channels.tls(),
             peer_tls: self.network.peer_channels.tls(),
+            lease_count: leases.map_or(0, |(n, _)| n as u64),
+            lease_soonest_expiry_ms: leases.and_then(|(_, d)| d).map_or(-1, |d| d.as_millis() as i64),
         }
     }
 

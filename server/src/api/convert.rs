@@ -59,7 +59,24 @@ pub fn put_command(limits: &Limits, r: pb::PutRequest) -> Result<Command> {
     limits.check_key(&r.key)?;
     limits.check_value(&r.value)?;
     limits.check_request(r.value.len())?;
-    Ok(Command::Put { key: r.key, value: r.value, prev_kv: r.prev_kv })
+    Ok(if r.lease != 0 {
+        // A put with a lease runs as a one-op transaction: that is where an unknown lease is refused when
+        // applied (the lease may be revoked between this check and the apply).
+        Command::Txn { compare: vec![], success: vec![txn_put(r)], failure: vec![] }
+    } else {
+        Command::Put { key: r.key, value: r.value, prev_kv: r.prev_kv }
+    })
+}
+
+fn txn_put(p: pb::PutRequest) -> TxnOp {
+    TxnOp::Put {
+        key: p.key,
+        value: p.value,
+        prev_kv: p.prev_kv,
+        ignore_value: false,
+        ignore_lease: false,
+        lease: p.lease,
+    }
 }
 
 pub fn delete_command(limits: &Limits, r: pb::DeleteRequest) -> Result<Command> {
@@ -93,14 +110,7 @@ fn txn_op(limits: &Limits, op: pb::RequestOp) -> Result<TxnOp> {
         Some(pb::request_op::Request::Put(p)) => {
             limits.check_key(&p.key)?;
             limits.check_value(&p.value)?;
-            Ok(TxnOp::Put {
-                key: p.key,
-                value: p.value,
-                prev_kv: p.prev_kv,
-                ignore_value: false,
-                ignore_lease: false,
-                lease: 0,
-            })
+            Ok(txn_put(p))
         }
         Some(pb::request_op::Request::Range(r)) => Ok(TxnOp::Range(range_query(limits, &r)?)),
         Some(pb::request_op::Request::Delete(d)) => {
@@ -206,6 +216,7 @@ pub fn kv(kv: KeyValue) -> pb::KeyValue {
         create_revision: kv.create_revision,
         mod_revision: kv.mod_revision,
         version: kv.version,
+        lease: kv.lease,
     }
 }
 
@@ -258,13 +269,16 @@ mod tests {
     #[test]
     fn validation_names_the_limit() {
         let limits = Limits { max_key_bytes: 4, max_value_bytes: 8, max_txn_ops: 2, max_request_bytes: 12 };
-        let err = put_command(&limits, pb::PutRequest { key: vec![], value: vec![], prev_kv: false }).unwrap_err();
+        let err =
+            put_command(&limits, pb::PutRequest { key: vec![], value: vec![], prev_kv: false, lease: 0 }).unwrap_err();
         assert_eq!(err.to_string(), "key must not be empty");
         let err =
-            put_command(&limits, pb::PutRequest { key: b"12345".to_vec(), value: vec![], prev_kv: false }).unwrap_err();
+            put_command(&limits, pb::PutRequest { key: b"12345".to_vec(), value: vec![], prev_kv: false, lease: 0 })
+                .unwrap_err();
         assert_eq!(err.to_string(), "key is 5 bytes, over the limit of 4 bytes");
         let err =
-            put_command(&limits, pb::PutRequest { key: b"k".to_vec(), value: vec![0; 9], prev_kv: false }).unwrap_err();
+            put_command(&limits, pb::PutRequest { key: b"k".to_vec(), value: vec![0; 9], prev_kv: false, lease: 0 })
+                .unwrap_err();
         assert_eq!(err.to_string(), "value is 9 bytes, over the limit of 8 bytes");
         assert_eq!(err.into_status().code(), tonic::Code::InvalidArgument);
         let op = pb::RequestOp { request: None };
@@ -285,6 +299,7 @@ mod tests {
                 key: format!("k{v}").into_bytes(),
                 value: vec![0; v],
                 prev_kv: false,
+                lease: 0,
             })),
         };
         let txn = |compare: Vec<pb::Compare>, success: Vec<pb::RequestOp>| pb::TxnRequest {

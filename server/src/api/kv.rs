@@ -120,6 +120,16 @@ pub(crate) fn forwarded(status: Status, leader: &str) -> Error {
     }
 }
 
+/// Why the state machine refused a transaction (or a put with a lease), as the native API reports it.
+fn refused(reason: crate::keyspace::TxnRefused, current: i64) -> Error {
+    use crate::{error::EtcdError, keyspace::TxnRefused};
+    match reason {
+        TxnRefused::KeyNotFound => Error::Etcd(EtcdError::KeyNotFound),
+        TxnRefused::LeaseNotFound => Error::Etcd(EtcdError::LeaseNotFound),
+        TxnRefused::Revision(e) => convert::revision_error(e, 0, current),
+    }
+}
+
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
 
 /// A watcher's batch as responses (see [`crate::watch::split`]), each headed by the last revision it completes.
@@ -151,6 +161,14 @@ impl Kv for KvService {
                 CommandResponse::Put { revision, prev_kv } => {
                     Ok(pb::PutResponse { header: Some(ctx.header(revision)), prev_kv: prev_kv.map(convert::kv) })
                 }
+                // A put with a lease runs as a one-op transaction.
+                CommandResponse::Txn { revision, mut responses, .. } => match responses.pop() {
+                    Some(crate::keyspace::TxnOpResponse::Put { prev_kv, .. }) => {
+                        Ok(pb::PutResponse { header: Some(ctx.header(revision)), prev_kv: prev_kv.map(convert::kv) })
+                    }
+                    other => Err(Error::Internal(format!("unexpected response to put: {other:?}"))),
+                },
+                CommandResponse::TxnRefused { reason, revision } => Err(refused(reason, revision)),
                 other => Err(Error::Internal(format!("unexpected response to put: {other:?}"))),
             }
         })
@@ -253,6 +271,7 @@ impl Kv for KvService {
                     succeeded,
                     responses: convert::txn_responses(responses),
                 }),
+                CommandResponse::TxnRefused { reason, revision } => Err(refused(reason, revision)),
                 other => Err(Error::Internal(format!("unexpected response to txn: {other:?}"))),
             }
         })
@@ -321,8 +340,14 @@ mod tests {
     use crate::keyspace::{Event, EventKind, KeyValue};
 
     fn ev(rev: i64, len: usize) -> Event {
-        let kv =
-            KeyValue { key: b"k".to_vec(), value: vec![0; len], create_revision: 1, mod_revision: rev, version: 1 };
+        let kv = KeyValue {
+            key: b"k".to_vec(),
+            value: vec![0; len],
+            create_revision: 1,
+            mod_revision: rev,
+            version: 1,
+            lease: 0,
+        };
         Event { kind: EventKind::Put, kv, prev_kv: None }
     }
 

@@ -2,6 +2,7 @@
 //!
 //! - [`kv`]: `raftkv.v1.KV` — Put/Get/Delete/Range/Txn/Watch (public).
 //! - [`cluster`]: `raftkv.v1.Cluster` — status and membership (public).
+//! - [`lease`]: `raftkv.v1.Lease` — leases (public), and the lease operations both front doors share.
 //! - [`peer`]: `raftkv.v1.Raft` — Raft RPCs between peers only.
 //! - [`convert`]: protobuf ⇄ internal types, and request validation.
 //! - [`etcd`]: the second front door — etcd v3's API (`etcdserverpb.*`) over the same commands and key space.
@@ -17,6 +18,7 @@ pub mod cluster;
 pub mod convert;
 pub mod etcd;
 pub mod kv;
+pub mod lease;
 pub mod peer;
 
 use std::{
@@ -75,6 +77,8 @@ pub struct ApiContext {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// A leadership transfer is under way (etcd's MoveLeader): this leader proposes nothing meanwhile.
     pub transferring: std::sync::atomic::AtomicBool,
+    /// Lease deadlines, on the leader (see [`crate::lessor`]).
+    pub lessor: crate::lessor::Lessor,
 }
 
 impl ApiContext {
@@ -140,7 +144,7 @@ impl ApiContext {
             })
     }
 
-    fn not_leader(&self, leader: Option<NodeId>, addr: Option<String>) -> Option<Error> {
+    pub(crate) fn not_leader(&self, leader: Option<NodeId>, addr: Option<String>) -> Option<Error> {
         match leader {
             Some(l) if l != self.id => Some(Error::NotLeader {
                 leader_id: l,

@@ -143,7 +143,7 @@ pub(crate) async fn raftkv_op(name: &str, op: Op, t: &Targets<'_>, l: &Load) -> 
             drive(name, l, connections(&leader, l.conns, t.tls)?, move |mut c, i| {
                 let v = v.clone();
                 async move {
-                    c.put(pb::PutRequest { key: key(i % keys, ks), value: v.to_vec(), prev_kv: false })
+                    c.put(pb::PutRequest { key: key(i % keys, ks), value: v.to_vec(), prev_kv: false, lease: 0 })
                         .await
                         .map(|_| ())
                 }

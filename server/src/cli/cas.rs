@@ -47,7 +47,7 @@ pub async fn run(cli: &Cli, a: &CasArgs) -> anyhow::Result<ExitCode> {
             request: Some(pb::request_op::Request::Put(pb::PutRequest {
                 key: key.clone(),
                 value: a.value.as_bytes().to_vec(),
-                prev_kv: false,
+                ..Default::default()
             })),
         }],
         failure: vec![pb::RequestOp {

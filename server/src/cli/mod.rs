@@ -2,7 +2,10 @@
 
 mod cas;
 mod delete;
+mod elect;
 mod get;
+mod lease;
+mod lock;
 mod members;
 mod put;
 mod scan;
@@ -86,6 +89,12 @@ pub enum Command {
     Members(members::MembersArgs),
     /// Backups: save one, check one, or restore one as a new cluster's data directories.
     Snapshot(snapshot::SnapshotArgs),
+    /// Leases: keys with a time to live (grant, keep-alive, revoke, ttl, list).
+    Lease(lease::LeaseArgs),
+    /// Hold a distributed lock while a command runs; prints the fencing revision.
+    Lock(lock::LockArgs),
+    /// Campaign in a leader election, or watch who leads (--listen).
+    Elect(elect::ElectArgs),
     /// Measure throughput and latency.
     Bench(crate::bench::BenchArgs),
 }
@@ -128,6 +137,9 @@ pub fn main() -> ExitCode {
             Command::Status => status::run(&cli).await,
             Command::Members(a) => members::run(&cli, a).await,
             Command::Snapshot(a) => snapshot::run(&cli, a).await,
+            Command::Lease(a) => lease::run(&cli, a).await,
+            Command::Lock(a) => lock::run(&cli, a).await,
+            Command::Elect(a) => elect::run(&cli, a).await,
             Command::Bench(a) => crate::bench::run(&cli, a).await,
         }
     });
@@ -157,6 +169,7 @@ pub fn kv_json(kv: &raftkv_proto::KeyValue) -> serde_json::Value {
         "create_revision": kv.create_revision,
         "mod_revision": kv.mod_revision,
         "version": kv.version,
+        "lease": format!("{:x}", kv.lease),
     })
 }
 

@@ -1,4 +1,4 @@
-//! `raftkv put KEY VALUE`
+//! `raftkv put KEY VALUE [--lease ID]`
 
 use std::process::ExitCode;
 
@@ -8,10 +8,17 @@ use super::{status_error, Cli, Output};
 pub struct PutArgs {
     pub key: String,
     pub value: String,
+    /// Attach the key to this lease (hexadecimal id): it is deleted when the lease expires or is revoked.
+    #[arg(long, value_parser = super::lease::parse_lease_id)]
+    pub lease: Option<i64>,
 }
 
 pub async fn run(cli: &Cli, a: &PutArgs) -> anyhow::Result<ExitCode> {
-    let resp = cli.client()?.put(a.key.as_bytes(), a.value.as_bytes()).await.map_err(status_error)?;
+    let resp = cli
+        .client()?
+        .put_with_lease(a.key.as_bytes(), a.value.as_bytes(), a.lease.unwrap_or(0))
+        .await
+        .map_err(status_error)?;
     let h = resp.header.unwrap_or_default();
     match cli.output {
         Output::Table => println!("OK (revision {}, served by node {})", h.revision, h.member_id),

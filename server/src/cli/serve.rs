@@ -181,6 +181,12 @@ pub struct ServeArgs {
     /// default is 0).
     #[arg(long, env = "RAFTKV_AUTO_COMPACTION_RETENTION", default_value = "5m")]
     pub auto_compaction_retention: String,
+    /// How often the leader replicates the remaining time of long leases (etcd's
+    /// --experimental-lease-checkpoint-interval), so that a leader change extends a lease by at most this plus the
+    /// election timeout instead of restarting its whole TTL. Leases with a TTL up to this are not checkpointed.
+    /// 0 turns checkpoints off.
+    #[arg(long, env = "RAFTKV_LEASE_CHECKPOINT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub lease_checkpoint_interval: Duration,
 }
 
 impl ServeArgs {
@@ -246,6 +252,7 @@ impl ServeArgs {
         c.web_dir = self.web_dir.clone();
         c.dashboard_endpoints = self.dashboard_endpoints.iter().filter(|e| !e.trim().is_empty()).cloned().collect();
         c.quota_backend_bytes = self.quota_backend_bytes; // storage safety (issue 9)
+        c.lease_checkpoint_interval = self.lease_checkpoint_interval;
         c.auto_compaction =
             raftkv::auto_compaction::Policy::parse(self.auto_compaction_mode, &self.auto_compaction_retention)
                 .map_err(anyhow::Error::msg)?;

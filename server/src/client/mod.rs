@@ -11,6 +11,8 @@
 //! is never repeated — a repeated put or delete could undo another client's acknowledged write, a repeated
 //! compare-and-swap could report a false failure — its error says the outcome is unknown instead.
 
+pub mod concurrency;
+
 use std::{
     collections::HashMap,
     future::Future,
@@ -19,7 +21,7 @@ use std::{
 };
 
 use parking_lot::Mutex;
-use raftkv_proto::{self as pb, cluster_client::ClusterClient, kv_client::KvClient};
+use raftkv_proto::{self as pb, cluster_client::ClusterClient, kv_client::KvClient, lease_client::LeaseClient};
 use tonic::{transport::Channel, Code, Request, Status};
 
 pub struct Client {
@@ -214,7 +216,17 @@ impl Client {
     }
 
     pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<pb::PutResponse, Status> {
-        let msg = pb::PutRequest { key: key.into(), value: value.into(), prev_kv: false };
+        self.put_with_lease(key, value, 0).await
+    }
+
+    /// A put attaching the key to `lease` (0 = none, which detaches it from one it had).
+    pub async fn put_with_lease(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        lease: i64,
+    ) -> Result<pb::PutResponse, Status> {
+        let msg = pb::PutRequest { key: key.into(), value: value.into(), prev_kv: false, lease };
         self.call(Retry::NotSent, |addr, left| {
             let msg = msg.clone();
             async move { Ok(self.kv(&addr)?.put(Self::request(msg, left)).await?.into_inner()) }
@@ -323,6 +335,50 @@ impl Client {
                 .member_promote(Self::request(pb::MemberPromoteRequest { id }, left))
                 .await?
                 .into_inner())
+        })
+        .await
+    }
+
+    pub fn lease_service(&self, addr: &str) -> Result<LeaseClient<Channel>, Status> {
+        Ok(LeaseClient::new(self.channel(addr)?))
+    }
+
+    /// Grants a lease of `ttl` seconds (`id` 0: the server picks one).
+    pub async fn lease_grant(&self, ttl: i64, id: i64) -> Result<pb::LeaseGrantResponse, Status> {
+        self.call(Retry::NotSent, |a, left| async move {
+            let msg = pb::LeaseGrantRequest { ttl, id };
+            Ok(self.lease_service(&a)?.grant(Self::request(msg, left)).await?.into_inner())
+        })
+        .await
+    }
+
+    pub async fn lease_revoke(&self, id: i64) -> Result<pb::LeaseRevokeResponse, Status> {
+        self.call(Retry::NotSent, |a, left| async move {
+            Ok(self.lease_service(&a)?.revoke(Self::request(pb::LeaseRevokeRequest { id }, left)).await?.into_inner())
+        })
+        .await
+    }
+
+    /// One renewal (idempotent, so retried freely): the TTL renewed for, 0 if the lease does not exist.
+    pub async fn lease_keep_alive_once(&self, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
+        self.call(Retry::Idempotent, |a, left| async move {
+            let msg = pb::LeaseKeepAliveRequest { id };
+            Ok(self.lease_service(&a)?.keep_alive_once(Self::request(msg, left)).await?.into_inner())
+        })
+        .await
+    }
+
+    pub async fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<pb::LeaseTimeToLiveResponse, Status> {
+        self.call(Retry::Idempotent, |a, left| async move {
+            let msg = pb::LeaseTimeToLiveRequest { id, keys };
+            Ok(self.lease_service(&a)?.time_to_live(Self::request(msg, left)).await?.into_inner())
+        })
+        .await
+    }
+
+    pub async fn lease_list(&self) -> Result<pb::LeaseLeasesResponse, Status> {
+        self.call(Retry::Idempotent, |a, left| async move {
+            Ok(self.lease_service(&a)?.leases(Self::request(pb::LeaseLeasesRequest {}, left)).await?.into_inner())
         })
         .await
     }

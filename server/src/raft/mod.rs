@@ -27,7 +27,10 @@ pub mod wire_bytes;
 
 use serde::{Deserialize, Serialize};
 
-use crate::keyspace::{KeyValue, RevisionError, TxnCompare, TxnOp, TxnOpResponse, TxnRefused};
+use crate::{
+    keyspace::{KeyValue, RevisionError, TxnCompare, TxnOp, TxnOpResponse, TxnRefused},
+    lease::LeaseError,
+};
 
 /// Node ids are small positive integers chosen by the operator (`--id`); 0 means "none" on the wire.
 pub type NodeId = u64;
@@ -105,6 +108,22 @@ pub enum Command {
     Compact {
         revision: i64,
     },
+    /// Grants a lease (see [`crate::lease`]). The proposer picked the id (so applying is deterministic) and raised
+    /// the TTL to the cluster's minimum; an id in use is refused when applied.
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+    },
+    /// Revokes a lease: deletes every key attached to it at one new revision. Proposed by a client, or by the
+    /// leader's lessor when the lease expired ([`crate::lessor`]).
+    LeaseRevoke {
+        id: i64,
+    },
+    /// Remaining times of leases in milliseconds (`None`: renewed, the whole TTL again), so that a new leader does
+    /// not give every lease its whole TTL anew.
+    LeaseCheckpoint {
+        checkpoints: Vec<(i64, Option<i64>)>,
+    },
 }
 
 impl std::fmt::Display for Command {
@@ -125,6 +144,9 @@ impl std::fmt::Display for Command {
             }
             Command::EtcdRevisions => f.write_str("adopt etcd revision numbering"),
             Command::Compact { revision } => write!(f, "compact to revision {revision}"),
+            Command::LeaseGrant { id, ttl } => write!(f, "grant lease {id:x} ({ttl} s)"),
+            Command::LeaseRevoke { id } => write!(f, "revoke lease {id:x}"),
+            Command::LeaseCheckpoint { checkpoints } => write!(f, "checkpoint {} leases", checkpoints.len()),
             Command::Batch(cmds) => match cmds.as_slice() {
                 // The switch queued ahead of a write: name the write first.
                 [Command::EtcdRevisions, rest @ ..] if !rest.is_empty() => {
@@ -168,6 +190,11 @@ pub enum CommandResponse {
         revision: i64,
         result: Result<(), RevisionError>,
     },
+    /// A lease grant, revoke or checkpoint.
+    Lease {
+        revision: i64,
+        result: Result<(), LeaseError>,
+    },
 }
 
 impl CommandResponse {
@@ -179,7 +206,8 @@ impl CommandResponse {
             | CommandResponse::Delete { revision, .. }
             | CommandResponse::Txn { revision, .. }
             | CommandResponse::TxnRefused { revision, .. }
-            | CommandResponse::Compact { revision, .. } => *revision,
+            | CommandResponse::Compact { revision, .. }
+            | CommandResponse::Lease { revision, .. } => *revision,
             CommandResponse::Batch(r) => r.last().map_or(0, CommandResponse::revision),
         }
     }

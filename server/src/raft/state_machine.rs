@@ -60,6 +60,8 @@ struct Shared {
     quota: crate::quota::Quota,
     /// Mirrors `KeySpace::etcd_revisions`, readable without the lock (the write path checks it).
     etcd_revisions: AtomicBool,
+    /// Fault injection (`/debug/stall-apply`): applies wait until then, as behind a stalled disk.
+    stall_until: Mutex<Option<Instant>>,
 }
 
 /// Cheap to clone; every clone is the same state machine.
@@ -124,6 +126,7 @@ impl StateMachineStore {
                 durable,
                 quota: Default::default(),
                 etcd_revisions,
+                stall_until: Mutex::new(None),
             }),
         };
         // What the hub's bounded history no longer holds, a watcher reads from the key space's MVCC history.
@@ -134,6 +137,11 @@ impl StateMachineStore {
             d.keyspace.replay(range, from, to, max_revisions, max_bytes)
         }));
         Ok(store)
+    }
+
+    /// Fault injection: applies wait for `d` from now (what a stalled disk does to an apply loop).
+    pub fn stall_apply(&self, d: std::time::Duration) {
+        *self.shared.stall_until.lock() = Some(Instant::now() + d);
     }
 
     /// Whether the key space numbers revisions as etcd does (see [`Command::EtcdRevisions`]).
@@ -253,6 +261,21 @@ impl StateMachineStore {
                 }
                 CommandResponse::Empty { revision: ks.revision() }
             }
+            Command::LeaseGrant { id, ttl } => {
+                CommandResponse::Lease { revision: ks.revision(), result: ks.grant_lease(id, ttl) }
+            }
+            Command::LeaseRevoke { id } => {
+                let result = ks.revoke_lease(id).map(|evs| {
+                    if !evs.is_empty() {
+                        hub.publish(ks.revision(), evs);
+                    }
+                });
+                CommandResponse::Lease { revision: ks.revision(), result }
+            }
+            Command::LeaseCheckpoint { checkpoints } => {
+                ks.checkpoint_leases(&checkpoints);
+                CommandResponse::Lease { revision: ks.revision(), result: Ok(()) }
+            }
             Command::Batch(cmds) => {
                 CommandResponse::Batch(cmds.into_iter().map(|c| Self::apply_command(ks, hub, c)).collect())
             }
@@ -272,12 +295,14 @@ struct SnapshotExtension {
     current_subs: Vec<(Vec<u8>, u32)>,
 }
 
-/// Encodes a snapshot: the image, then its extension.
+/// Encodes a snapshot: the image, then its extension, then the leases (a snapshot from before leases ends after
+/// the extension: it had none).
 fn encode_snapshot(image: &SnapshotImage, keyspace: &KeySpace) -> Vec<u8> {
     let mut bytes = encode(image);
     let (compact_revision, history, current_subs) = keyspace.history_image();
     let ext = SnapshotExtension { etcd_revisions: keyspace.etcd_revisions(), compact_revision, history, current_subs };
     bytes.extend(encode(&ext));
+    bytes.extend(encode(&keyspace.lease_image()));
     bytes
 }
 
@@ -311,9 +336,14 @@ fn decode_snapshot(bytes: &[u8]) -> Result<StateMachineData, String> {
         // From an older raftkv: no history (nothing before the image can be read) and its own numbering.
         KeySpace::from_image(image.keyspace, false)?
     } else {
-        let ext = decode::<SnapshotExtension>(rest).map_err(|e| format!("snapshot extension: {e}"))?;
+        let (ext, rest): (SnapshotExtension, &[u8]) =
+            postcard::take_from_bytes(rest).map_err(|e| format!("snapshot extension: {e}"))?;
         let mut ks = KeySpace::from_image(image.keyspace, ext.etcd_revisions)?;
         ks.set_history(ext.compact_revision, ext.history, ext.current_subs)?;
+        if !rest.is_empty() {
+            let leases = decode::<crate::keyspace::LeaseSetImage>(rest).map_err(|e| format!("snapshot leases: {e}"))?;
+            ks.set_leases(leases)?;
+        }
         ks
     };
     Ok(StateMachineData { last_applied: image.last_applied, membership: image.membership, keyspace })
@@ -414,6 +444,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + openraft::OptionalSend,
         I::IntoIter: openraft::OptionalSend,
     {
+        let stall = self.shared.stall_until.lock().take();
+        if let Some(until) = stall {
+            tokio::time::sleep_until(until.into()).await;
+        }
         let start = Instant::now();
         let mut out = Vec::new();
         let mut d = self.shared.data.write();

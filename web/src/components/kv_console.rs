@@ -36,6 +36,8 @@ pub fn KvConsole() -> impl IntoView {
     let op = RwSignal::new(Op::Put);
     let key = RwSignal::new(String::new());
     let value = RwSignal::new(String::new());
+    // A lease id to attach a PUT to, in hexadecimal as etcdctl and `raftkv lease` print it (empty = none).
+    let lease = RwSignal::new(String::new());
     let node = RwSignal::new(String::new());
     let serializable = RwSignal::new(false);
     let result = RwSignal::new(String::new());
@@ -46,12 +48,24 @@ pub fn KvConsole() -> impl IntoView {
             result.set("a key is required".into());
             return;
         }
+        let lease_text = lease.get();
+        let lease_id = match lease_text.trim() {
+            "" => 0,
+            t => match i64::from_str_radix(t.trim_start_matches("0x"), 16) {
+                Ok(id) if id > 0 => id,
+                _ => {
+                    result.set(format!("lease {t:?} is not a lease id (hexadecimal, as `raftkv lease grant` prints)"));
+                    return;
+                }
+            },
+        };
         let Some(target) = dash.target(&node.get()) else {
             result.set("no node is answering".into());
             return;
         };
         let consistency = if serializable { "serializable" } else { "linearizable" };
         let label = match op {
+            Op::Put if lease_id != 0 => format!("PUT {key} = {value} (lease {lease_id:x})"),
             Op::Put => format!("PUT {key} = {value}"),
             Op::Get => format!("GET {key} ({consistency})"),
             Op::Delete => format!("DELETE {key}"),
@@ -64,7 +78,7 @@ pub fn KvConsole() -> impl IntoView {
             let started = api::now_ms();
             let n = Node::new(target.clone());
             let outcome = match op {
-                Op::Put => n.put(&key, &value).await.map(|r| {
+                Op::Put => n.put(&key, &value, lease_id).await.map(|r| {
                     let prev = r.prev_kv.map_or("new key".to_string(), |p| format!("was {:?}", show_bytes(&p.value)));
                     (format!("stored ({prev})"), r.header)
                 }),
@@ -111,6 +125,7 @@ pub fn KvConsole() -> impl IntoView {
                 <input data-testid="kv-key" placeholder=move || if op.get() == Op::Scan { "prefix" } else { "key" } bind:value=key/>
                 <Show when=move || op.get() == Op::Put>
                     <input data-testid="kv-value" placeholder="value" bind:value=value/>
+                    <input data-testid="kv-lease" placeholder="lease id (optional)" size="16" bind:value=lease/>
                 </Show>
                 <NodeSelect auto_label="send to: leader" choice=node/>
                 <Show when=move || matches!(op.get(), Op::Get | Op::Scan)>

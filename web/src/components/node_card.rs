@@ -97,6 +97,16 @@ pub fn NodeCard(url: String) -> impl IntoView {
                 <dd>{get(|v| v.snapshot_index.to_string())}</dd>
                 <dt>"keys"</dt>
                 <dd>{get(|v| v.keys.to_string())}</dd>
+                <Show when=move || view_of.get().is_some_and(|v| v.leases.is_some())>
+                    <dt>"leases"</dt>
+                    <dd data-testid="node-leases">
+                        {get(|v| match v.leases {
+                            Some((0, _)) | None => "none".to_string(),
+                            Some((n, Some(ms))) => format!("{n} live, soonest expires in {:.1} s", ms as f64 / 1000.0),
+                            Some((n, None)) => format!("{n} live"),
+                        })}
+                    </dd>
+                </Show>
             </dl>
             <div class="replication">
                 {move || {

@@ -61,16 +61,12 @@ fn put_op(p: pb::PutRequest) -> TxnOp {
     }
 }
 
-/// A put: a plain [`Command::Put`], or (with `ignore_value` or `ignore_lease`, which need the key to exist when
-/// applied) a one-op transaction. A put naming a lease is refused here: raftkv has no leases yet, so every lease
-/// is unknown (in a transaction, only a branch that runs is refused for it, when applied, as etcd does).
+/// A put: a plain [`Command::Put`], or (with `ignore_value`, `ignore_lease` or a lease, which need the key or the
+/// lease to exist when applied) a one-op transaction.
 pub fn put_command(limits: &Limits, p: pb::PutRequest) -> Result<Command> {
     check_put(limits, &p)?;
-    if p.lease != 0 {
-        return Err(etcd(EtcdError::LeaseNotFound));
-    }
     limits.check_request(p.value.len())?;
-    Ok(if p.ignore_value || p.ignore_lease {
+    Ok(if p.ignore_value || p.ignore_lease || p.lease != 0 {
         Command::Txn { compare: vec![], success: vec![put_op(p)], failure: vec![] }
     } else {
         Command::Put { key: p.key, value: p.value, prev_kv: p.prev_kv }
@@ -267,7 +263,7 @@ pub fn kv(kv: KeyValue) -> mvccpb::KeyValue {
         mod_revision: kv.mod_revision,
         version: kv.version,
         value: kv.value,
-        lease: 0,
+        lease: kv.lease,
     }
 }
 
@@ -383,7 +379,10 @@ mod tests {
         let empty = pb::PutRequest::default();
         assert_eq!(message(put_command(&l, empty)), "etcdserver: key is not provided");
         let leased = pb::PutRequest { key: "k".into(), lease: 7, ..Default::default() };
-        assert_eq!(message(put_command(&l, leased)), "etcdserver: requested lease not found");
+        assert!(
+            matches!(put_command(&l, leased), Ok(Command::Txn { .. })),
+            "a leased put checks its lease when applied"
+        );
         let both = pb::PutRequest { key: "k".into(), value: "v".into(), ignore_value: true, ..Default::default() };
         assert_eq!(message(put_command(&l, both)), "etcdserver: value is provided");
         let big = pb::PutRequest { key: "k".into(), value: vec![0; 65], ..Default::default() };

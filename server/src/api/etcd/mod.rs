@@ -12,7 +12,8 @@
 //! - [`watch`]: `Watch` — many watches per stream, served from this node's applied history and MVCC history.
 //! - [`cluster`]: `Cluster` — MemberList, MemberAdd (learners), MemberPromote, MemberRemove.
 //! - [`maintenance`]: `Maintenance` — Status, Alarm, Defragment, Hash, HashKV.
-//! - [`lease`], [`auth`]: leases do not exist yet, authentication is disabled — answered as etcd does then.
+//! - [`lease`]: `Lease` — LeaseGrant, LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive, LeaseLeases.
+//! - [`auth`]: authentication is disabled (clients authenticate with mTLS) — answered as etcd does then.
 //!
 //! Followers forward writes and linearizable reads to the leader's etcd API, once (as the native API does).
 
