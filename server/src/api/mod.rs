@@ -289,6 +289,22 @@ impl ApiContext {
         held.then(|| self.log_store.committed_index())
     }
 
+    /// Waits until the local key space satisfies `done` (something the leader applied reached this member), or
+    /// the deadline.
+    pub(crate) async fn wait_local(
+        &self,
+        deadline: Instant,
+        done: impl Fn(&crate::keyspace::KeySpace) -> bool,
+    ) -> Result<()> {
+        while !self.state_machine.read(&done) {
+            if Instant::now() >= deadline {
+                return Err(Error::DeadlineExceeded("this member did not apply the change before the deadline".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
     /// Waits until the state machine has applied `index`, or the deadline.
     async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<()> {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -88,17 +88,25 @@ pub(crate) fn prepare_dir(dir: &Path) -> Result<File, WalError> {
         .truncate(false)
         .open(&path)
         .map_err(|e| WalError::io(&path, "open lock file", e))?;
-    // SAFETY: flock on a descriptor we own; it has no memory-safety preconditions.
-    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
+    // A lock released a moment ago can still be held for a moment: a process that forked between our open and
+    // close (to exec anything) shares the lock's open file description until its exec closes it. So a held lock
+    // is tried again for a short while before it counts as another WAL's.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    loop {
+        // SAFETY: flock on a descriptor we own; it has no memory-safety preconditions.
+        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(lock);
+        }
         let err = io::Error::last_os_error();
-        return Err(if err.kind() == io::ErrorKind::WouldBlock {
-            WalError::Locked { path }
-        } else {
-            WalError::io(&path, "lock", err)
-        });
+        if err.kind() != io::ErrorKind::WouldBlock {
+            return Err(WalError::io(&path, "lock", err));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(WalError::Locked { path });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    Ok(lock)
 }
 
 /// An open segment file. Shared (via Arc) between the writer, the flusher and

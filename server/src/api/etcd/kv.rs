@@ -168,8 +168,13 @@ impl Kv for EtcdKvService {
             let route = ctx.route(&req);
             let msg = req.into_inner();
             if let Route::Leader(addr) = route {
+                let revision = msg.revision;
                 let r = ctx.etcd_kv_client(&addr)?.compact(ctx.forward_request(msg, deadline)).await;
-                return r.map(Response::into_inner).map_err(|s| forwarded(s, &addr));
+                let r = r.map(Response::into_inner).map_err(|s| forwarded(s, &addr))?;
+                // As an etcd member answers once it applied the compaction itself: a watch or read sent here
+                // next must see it.
+                ctx.wait_local(deadline, |ks| ks.compact_revision() >= revision).await?;
+                return Ok(r);
             }
             // Refused before proposing what is sure to fail; the apply decides for the rest.
             ctx.state_machine.read(|ks| match ks.check_revision(msg.revision) {
