@@ -1,5 +1,6 @@
 //! The differential test of the etcd API: the same seeded random sequence of operations — puts, deletes,
-//! ranges with every option, transactions (nested, with every compare target), invalid requests — runs against a
+//! ranges with every option, transactions (nested, with every compare target), lease grants, revokes (which
+//! delete the lease's keys), time-to-live and lease lists, puts attached to leases, invalid requests — runs against a
 //! real etcd and against a 3-node raftkv cluster, and every response is compared field by field except the ids,
 //! cluster ids and terms in headers. Then watches from the first revision, and from a past one, must deliver the
 //! same events. The first difference fails the test with the seed and the operation.
@@ -12,7 +13,7 @@ mod harness;
 use std::time::Duration;
 
 use harness::{etcd::Etcd, TestCluster};
-use raftkv_proto::etcd::{self as pb, kv_client::KvClient, watch_client::WatchClient};
+use raftkv_proto::etcd::{self as pb, kv_client::KvClient, lease_client::LeaseClient, watch_client::WatchClient};
 use tonic::transport::Channel;
 
 /// A small, seedable generator (xorshift64*), so a failing sequence can be replayed from its seed.
@@ -76,8 +77,20 @@ fn put(rng: &mut Rng) -> pb::PutRequest {
         key: if rng.chance(2) { vec![] } else { key(rng) },
         value: value(rng),
         prev_kv: rng.chance(50),
-        lease: if rng.chance(2) { 42 } else { 0 },
+        lease: lease_of_put(rng),
         ..Default::default()
+    }
+}
+
+/// Leases the sequence grants, revokes and attaches keys to, by id (both sides accept a chosen id); the last one is
+/// never granted, so a put naming it is refused. TTLs are long: nothing expires during the run.
+const LEASES: [i64; 4] = [0x42, 0x43, 0x44, 0x45];
+
+fn lease_of_put(rng: &mut Rng) -> i64 {
+    if rng.chance(15) {
+        *rng.pick(&LEASES)
+    } else {
+        0
     }
 }
 
@@ -135,7 +148,7 @@ fn compare(rng: &mut Rng, revision: i64) -> pb::Compare {
         T::Create => U::CreateRevision(n),
         T::Mod => U::ModRevision(n),
         T::Value => U::Value(value(rng)),
-        T::Lease => U::Lease(0),
+        T::Lease => U::Lease(if rng.chance(50) { 0 } else { *rng.pick(&LEASES) }),
     };
     let (key, range_end) = if rng.chance(20) { range(rng) } else { (key(rng), vec![]) };
     pb::Compare { result: rng.below(4) as i32, target: target as i32, key, range_end, target_union: Some(union) }
@@ -227,8 +240,20 @@ fn outcome<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>, nor
     }
 }
 
-async fn run(kv: &mut KvClient<Channel>, op: &Op) -> String {
+async fn run(kv: &mut KvClient<Channel>, leases: &mut LeaseClient<Channel>, op: &Op) -> String {
     match op.clone() {
+        Op::LeaseGrant(r) => outcome(leases.lease_grant(r).await, |r| header(&mut r.header)),
+        Op::LeaseRevoke(r) => outcome(leases.lease_revoke(r).await, |r| header(&mut r.header)),
+        Op::LeaseTimeToLive(r) => outcome(leases.lease_time_to_live(r).await, |r| {
+            header(&mut r.header);
+            // Seconds left move with the clock; whether the lease is alive does not. Keys come in map order.
+            r.ttl = r.ttl.signum();
+            r.keys.sort();
+        }),
+        Op::LeaseLeases => outcome(leases.lease_leases(pb::LeaseLeasesRequest {}).await, |r| {
+            header(&mut r.header);
+            r.leases.sort_by_key(|l| l.id);
+        }),
         Op::Put(r) => outcome(kv.put(r).await, |r| header(&mut r.header)),
         Op::Delete(r) => outcome(kv.delete_range(r).await, |r| header(&mut r.header)),
         Op::Range(q) => {
@@ -250,6 +275,20 @@ enum Op {
     Range(pb::RangeRequest),
     Txn(pb::TxnRequest),
     Compact(pb::CompactionRequest),
+    LeaseGrant(pb::LeaseGrantRequest),
+    LeaseRevoke(pb::LeaseRevokeRequest),
+    LeaseTimeToLive(pb::LeaseTimeToLiveRequest),
+    LeaseLeases,
+}
+
+fn lease_op(rng: &mut Rng) -> Op {
+    let id = *rng.pick(&LEASES[..3]);
+    match rng.below(10) {
+        0..=3 => Op::LeaseGrant(pb::LeaseGrantRequest { ttl: *rng.pick(&[600, 900]), id }),
+        4..=5 => Op::LeaseRevoke(pb::LeaseRevokeRequest { id }),
+        6..=8 => Op::LeaseTimeToLive(pb::LeaseTimeToLiveRequest { id, keys: rng.chance(70) }),
+        _ => Op::LeaseLeases,
+    }
 }
 
 type WatchHandle = (tokio::sync::mpsc::Sender<pb::WatchRequest>, tonic::Streaming<pb::WatchResponse>);
@@ -324,6 +363,8 @@ async fn raftkv_answers_every_operation_as_etcd_does() {
     let follower = cluster.running().into_iter().find(|id| *id != leader).unwrap();
     let mut ours = KvClient::new(raftkv_channel(follower));
     let mut theirs = KvClient::new(etcd.channel());
+    let mut our_leases = LeaseClient::new(raftkv_channel(follower));
+    let mut their_leases = LeaseClient::new(etcd.channel());
 
     // Both start at revision 1, as etcd does.
     let fresh = pb::RangeRequest { key: b"a".to_vec(), ..Default::default() };
@@ -344,10 +385,10 @@ async fn raftkv_answers_every_operation_as_etcd_does() {
     let mut revision = 1;
     let mut compacted = 0;
     let mut mid_revision = 0;
-    let mut kinds = [0usize; 5];
+    let mut kinds = [0usize; 6];
     for i in 0..count {
         // Compactions in the first half only: the late watch below starts in the second.
-        let op = match rng.below(10) {
+        let op = match rng.below(11) {
             _ if i < count / 2 && rng.chance(2) => {
                 let to = revision - rng.below(30) as i64 + rng.below(3) as i64;
                 Op::Compact(pb::CompactionRequest { revision: to, physical: rng.chance(50) })
@@ -355,7 +396,8 @@ async fn raftkv_answers_every_operation_as_etcd_does() {
             0..=2 => Op::Put(put(&mut rng)),
             3 => Op::Delete(delete(&mut rng)),
             4..=6 => Op::Range(range_req(&mut rng, Revs { current: revision, compacted }, false)),
-            _ => Op::Txn(txn(&mut rng, Revs { current: revision, compacted }, 0)),
+            7..=9 => Op::Txn(txn(&mut rng, Revs { current: revision, compacted }, 0)),
+            _ => lease_op(&mut rng),
         };
         kinds[match op {
             Op::Put(_) => 0,
@@ -363,9 +405,10 @@ async fn raftkv_answers_every_operation_as_etcd_does() {
             Op::Range(_) => 2,
             Op::Txn(_) => 3,
             Op::Compact(_) => 4,
+            _ => 5,
         }] += 1;
-        let want = run(&mut theirs, &op).await;
-        let got = run(&mut ours, &op).await;
+        let want = run(&mut theirs, &mut their_leases, &op).await;
+        let got = run(&mut ours, &mut our_leases, &op).await;
         if let (Op::Compact(c), false) = (&op, want.starts_with("error")) {
             compacted = c.revision;
         }
@@ -382,8 +425,9 @@ async fn raftkv_answers_every_operation_as_etcd_does() {
         }
     }
     eprintln!(
-        "{count} operations agreed (puts {}, deletes {}, ranges {}, txns {}, compactions {}); revision {revision}",
-        kinds[0], kinds[1], kinds[2], kinds[3], kinds[4]
+        "{count} operations agreed (puts {}, deletes {}, ranges {}, txns {}, compactions {}, lease calls {}); \
+         revision {revision}",
+        kinds[0], kinds[1], kinds[2], kinds[3], kinds[4], kinds[5]
     );
     assert!(revision > 50, "the sequence should have written a lot; revision {revision}");
 

@@ -79,6 +79,19 @@ fn b64(s: &str) -> String {
     out
 }
 
+/// A 3-node cluster with a leader, and etcdctl on all of its endpoints; `None` (the test is skipped, saying so)
+/// without an etcdctl.
+async fn cluster_and_etcdctl() -> Option<(TestCluster, Etcdctl)> {
+    let Some(bin) = etcdctl_bin() else {
+        eprintln!("skipped: no etcdctl (install Debian's etcd-client, or set RAFTKV_ETCDCTL_BIN)");
+        return None;
+    };
+    let cluster = TestCluster::start(3);
+    cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let endpoints = cluster.running().iter().map(|id| cluster.addr(*id)).collect::<Vec<_>>().join(",");
+    Some((cluster, Etcdctl { bin, endpoints }))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_works_against_raftkv() {
     kv_watch_and_maintenance().await;
@@ -88,14 +101,8 @@ async fn etcdctl_works_against_raftkv() {
 /// remove it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_changes_membership() {
-    let Some(bin) = etcdctl_bin() else {
-        eprintln!("skipped: no etcdctl (install Debian's etcd-client, or set RAFTKV_ETCDCTL_BIN)");
-        return;
-    };
-    let mut cluster = TestCluster::start(3);
-    cluster.wait_for_leader(Duration::from_secs(20)).await;
-    let endpoints = cluster.running().iter().map(|id| cluster.addr(*id)).collect::<Vec<_>>().join(",");
-    let ctl = Etcdctl { bin, endpoints: endpoints.clone() };
+    let Some((mut cluster, ctl)) = cluster_and_etcdctl().await else { return };
+    let endpoints = ctl.endpoints.clone();
     ctl.ok(&["put", "before", "the new member"]);
     cluster.add_joining_node(4, &endpoints);
     let peer = format!("http://{}", cluster.peer_addr(4));
@@ -181,14 +188,7 @@ async fn etcdctl_changes_membership() {
 
 /// put/get/del with their flags, txn, watch, member list, endpoint status/health/hashkv, alarm, defrag, compaction.
 async fn kv_watch_and_maintenance() {
-    let Some(bin) = etcdctl_bin() else {
-        eprintln!("skipped: no etcdctl (install Debian's etcd-client, or set RAFTKV_ETCDCTL_BIN)");
-        return;
-    };
-    let cluster = TestCluster::start(3);
-    cluster.wait_for_leader(Duration::from_secs(20)).await;
-    let endpoints = cluster.running().iter().map(|id| cluster.addr(*id)).collect::<Vec<_>>().join(",");
-    let ctl = Etcdctl { bin, endpoints };
+    let Some((cluster, ctl)) = cluster_and_etcdctl().await else { return };
     let version = ctl.ok(&["version"]);
     eprintln!("{}", version.trim());
 
@@ -355,14 +355,8 @@ async fn kv_watch_and_maintenance() {
 /// lock and election recipes — against raftkv's own `raftkv lock` / `raftkv elect` on the same names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_leases_locks_and_elections() {
-    let Some(bin) = etcdctl_bin() else {
-        eprintln!("skipped: no etcdctl (install Debian's etcd-client, or set RAFTKV_ETCDCTL_BIN)");
-        return;
-    };
-    let cluster = TestCluster::start(3);
-    cluster.wait_for_leader(Duration::from_secs(20)).await;
-    let endpoints = cluster.running().iter().map(|id| cluster.addr(*id)).collect::<Vec<_>>().join(",");
-    let ctl = Etcdctl { bin, endpoints: endpoints.clone() };
+    let Some((_cluster, ctl)) = cluster_and_etcdctl().await else { return };
+    let endpoints = ctl.endpoints.clone();
 
     let granted = ctl.ok(&["lease", "grant", "60"]);
     let id = granted.split_whitespace().nth(1).unwrap().to_string();

@@ -80,6 +80,29 @@ async fn deletes_of(client: &Client, key: &str, from: i64) -> Arc<Mutex<Vec<i64>
     seen
 }
 
+/// A lease of `ttl` seconds with the key "kept", renewed through `renew_via` every `every` from its first renewal
+/// on, while every delete of the key is collected through `watch_via`.
+struct Kept {
+    deleted: Arc<Mutex<Vec<i64>>>,
+    acks: Arc<Mutex<Vec<Instant>>>,
+    keeper: tokio::task::JoinHandle<Vec<String>>,
+    stop: Arc<AtomicBool>,
+}
+
+async fn keep_a_lease(client: &Client, ttl: i64, renew_via: Arc<Client>, every: Duration, watch_via: &Client) -> Kept {
+    let (id, _) = grant(client, ttl).await;
+    client.put_with_lease("kept", "v", id).await.unwrap();
+    let from = client.get("kept", false).await.unwrap().header.unwrap().revision;
+    let deleted = deletes_of(watch_via, "kept", from).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (acks, keeper) = keep_alive(renew_via, id, every, stop.clone());
+    eventually(Duration::from_secs(10), "a first renewal", || async {
+        (!acks.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    Kept { deleted, acks, keeper, stop }
+}
+
 /// Waits until `key` is gone, checking on every read that it did not go before `not_before`; returns when the
 /// read that found it gone was answered.
 async fn wait_gone(client: &Client, key: &str, not_before: Instant, timeout: Duration) -> Instant {
@@ -187,17 +210,9 @@ async fn killing_the_leader_neither_expires_a_kept_lease_nor_keeps_an_abandoned_
     let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
     let client = Arc::new(cluster.client());
     let follower = *cluster.running().iter().find(|id| **id != leader).unwrap();
-    let (kept, _) = grant(&client, 3).await;
-    client.put_with_lease("kept", "v", kept).await.unwrap();
-    let from = client.get("kept", false).await.unwrap().header.unwrap().revision;
-    let deleted = deletes_of(&cluster.node_client(follower), "kept", from).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (acks, keeper) =
-        keep_alive(Arc::new(cluster.node_client(follower)), kept, Duration::from_millis(1000), stop.clone());
-    eventually(Duration::from_secs(10), "a first renewal", || async {
-        (!acks.lock().unwrap().is_empty()).then_some(())
-    })
-    .await;
+    let via = Arc::new(cluster.node_client(follower));
+    let Kept { deleted, acks, keeper, stop } =
+        keep_a_lease(&client, 3, via.clone(), Duration::from_secs(1), &via).await;
     let (abandoned, granted) = grant(&client, 3).await;
     client.put_with_lease("abandoned", "v", abandoned).await.unwrap();
 
@@ -235,17 +250,9 @@ async fn a_paused_leader_revokes_nothing_when_it_wakes_up() {
     let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
     let client = Arc::new(cluster.client());
     let follower = *cluster.running().iter().find(|id| **id != leader).unwrap();
-    let (kept, _) = grant(&client, 2).await;
-    client.put_with_lease("kept", "v", kept).await.unwrap();
-    let from = client.get("kept", false).await.unwrap().header.unwrap().revision;
-    let deleted = deletes_of(&cluster.node_client(follower), "kept", from).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (acks, keeper) =
-        keep_alive(Arc::new(cluster.node_client(follower)), kept, Duration::from_millis(500), stop.clone());
-    eventually(Duration::from_secs(10), "a first renewal", || async {
-        (!acks.lock().unwrap().is_empty()).then_some(())
-    })
-    .await;
+    let via = Arc::new(cluster.node_client(follower));
+    let Kept { deleted, acks, keeper, stop } =
+        keep_a_lease(&client, 2, via.clone(), Duration::from_millis(500), &via).await;
 
     let (abandoned, granted) = grant(&client, 2).await;
     client.put_with_lease("abandoned", "v", abandoned).await.unwrap();
@@ -275,17 +282,10 @@ async fn a_leader_whose_apply_stalled_extends_what_it_could_not_renew() {
     let cluster = TestCluster::start(3);
     let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
     let client = Arc::new(cluster.client());
-    let (kept, _) = grant(&client, 2).await;
-    client.put_with_lease("kept", "v", kept).await.unwrap();
-    let from = client.get("kept", false).await.unwrap().header.unwrap().revision;
     let follower = *cluster.running().iter().find(|id| **id != leader).unwrap();
-    let deleted = deletes_of(&cluster.node_client(follower), "kept", from).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (acks, keeper) = keep_alive(client.clone(), kept, Duration::from_millis(300), stop.clone());
-    eventually(Duration::from_secs(10), "a first renewal", || async {
-        (!acks.lock().unwrap().is_empty()).then_some(())
-    })
-    .await;
+    let watch_via = cluster.node_client(follower);
+    let Kept { deleted, acks, keeper, stop } =
+        keep_a_lease(&client, 2, client.clone(), Duration::from_millis(300), &watch_via).await;
 
     let stalled = harness::http_post(&cluster.nodes[&leader].http, "/debug/stall-apply?ms=5000").await;
     assert!(stalled.contains("stalled_ms"), "{stalled}");

@@ -495,6 +495,19 @@ mod tests {
     }
 
     #[test]
+    fn the_leader_shows_its_live_leases_and_followers_none() {
+        let mut leader = status(2, Role::Leader, 3, 2, 10);
+        leader.lease_count = 3;
+        leader.lease_soonest_expiry_ms = 1500;
+        assert_eq!(node_view(&slot(2, Some(leader.clone()), None)).leases, Some((3, Some(1500))));
+        leader.lease_count = 0;
+        leader.lease_soonest_expiry_ms = -1;
+        assert_eq!(node_view(&slot(2, Some(leader), None)).leases, Some((0, None)));
+        let follower = status(1, Role::Follower, 3, 2, 10);
+        assert_eq!(node_view(&slot(1, Some(follower), None)).leases, None, "lease timers run on the leader only");
+    }
+
+    #[test]
     fn an_unreachable_node_is_down_with_its_last_state_kept() {
         let mut s = slot(2, Some(status(2, Role::Leader, 3, 2, 10)), Some("connection refused"));
         s.info.as_mut().unwrap().process = None;
