@@ -156,12 +156,11 @@ pub fn check(
     for l in leases {
         let id = format!("lease {:x} of client {}", l.lease, l.process);
         // Never early.
-        for &(read_sent, read_done, present) in &l.reads {
+        for &(_, read_done, present) in &l.reads {
             if present {
                 continue;
             }
             if let Some(&(sent, _)) = l.alive.iter().find(|(sent, _)| read_done < sent + ttl) {
-                let _ = read_sent;
                 out.push(format!(
                     "{id}: its key was gone in a read answered {:.3} s after a renewal sent at {:.3} s that found the \
                      lease alive — before its TTL of {TTL} s ran out",
