@@ -120,13 +120,17 @@ pub(crate) fn forwarded(status: Status, leader: &str) -> Error {
     }
 }
 
-/// Why the state machine refused a transaction (or a put with a lease), as the native API reports it.
-fn refused(reason: crate::keyspace::TxnRefused, current: i64) -> Error {
+/// Why the state machine refused a transaction (or a put with a lease), with each front door's own conversion of
+/// a revision error.
+pub(crate) fn refused(
+    reason: &crate::keyspace::TxnRefused,
+    revision_error: impl FnOnce(crate::keyspace::RevisionError) -> Error,
+) -> Error {
     use crate::{error::EtcdError, keyspace::TxnRefused};
     match reason {
         TxnRefused::KeyNotFound => Error::Etcd(EtcdError::KeyNotFound),
         TxnRefused::LeaseNotFound => Error::Etcd(EtcdError::LeaseNotFound),
-        TxnRefused::Revision(e) => convert::revision_error(e, 0, current),
+        TxnRefused::Revision(e) => revision_error(*e),
     }
 }
 
@@ -168,7 +172,9 @@ impl Kv for KvService {
                     }
                     other => Err(Error::Internal(format!("unexpected response to put: {other:?}"))),
                 },
-                CommandResponse::TxnRefused { reason, revision } => Err(refused(reason, revision)),
+                CommandResponse::TxnRefused { reason, revision } => {
+                    Err(refused(&reason, |e| convert::revision_error(e, 0, revision)))
+                }
                 other => Err(Error::Internal(format!("unexpected response to put: {other:?}"))),
             }
         })
@@ -271,7 +277,9 @@ impl Kv for KvService {
                     succeeded,
                     responses: convert::txn_responses(responses),
                 }),
-                CommandResponse::TxnRefused { reason, revision } => Err(refused(reason, revision)),
+                CommandResponse::TxnRefused { reason, revision } => {
+                    Err(refused(&reason, |e| convert::revision_error(e, 0, revision)))
+                }
                 other => Err(Error::Internal(format!("unexpected response to txn: {other:?}"))),
             }
         })

@@ -5,7 +5,7 @@
 use std::{process::ExitCode, sync::Arc};
 
 use raftkv::client::{
-    concurrency::{campaign, contenders, Session},
+    concurrency::{contenders, queue_range},
     Client,
 };
 use raftkv_proto as pb;
@@ -29,20 +29,8 @@ pub struct ElectArgs {
 pub async fn run(cli: &Cli, a: &ElectArgs) -> anyhow::Result<ExitCode> {
     let client = Arc::new(cli.client()?);
     let Some(value) = &a.value else { return listen(cli, &client, &a.name).await };
-    let session = Session::new(client.clone(), a.ttl).await.map_err(status_error)?;
-    let elected = tokio::select! {
-        r = campaign(&client, &session, &a.name, value.as_bytes()) => r,
-        _ = tokio::signal::ctrl_c() => {
-            session.close().await.map_err(status_error)?;
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    let (key, revision) = match elected {
-        Ok(k) => k,
-        Err(e) => {
-            let _ = session.close().await;
-            return Err(status_error(e));
-        }
+    let Some((session, key, revision)) = super::lock::queue_up(&client, a.ttl, &a.name, value.as_bytes()).await? else {
+        return Ok(ExitCode::FAILURE);
     };
     print_leader(cli, &a.name, &key, value.as_bytes(), revision);
     let code = tokio::select! {
@@ -78,8 +66,7 @@ async fn listen(cli: &Cli, client: &Client, name: &str) -> anyhow::Result<ExitCo
                 shown = Some(now);
             }
         }
-        let key = format!("{}/", name.trim_end_matches('/')).into_bytes();
-        let range_end = raftkv_proto::prefix_end(&key);
+        let (key, range_end) = queue_range(name);
         let req = pb::WatchRequest { key, range_end, start_revision: revision + 1, prev_kv: false };
         let (_, mut stream) = client.watch(req).await.map_err(status_error)?;
         tokio::select! {

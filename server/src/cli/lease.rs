@@ -2,9 +2,9 @@
 //!
 //! Lease ids are printed and read in hexadecimal, as etcdctl does, so the two tools can be mixed.
 
-use std::{process::ExitCode, time::Duration};
+use std::process::ExitCode;
 
-use raftkv::client::Client;
+use raftkv::client::{concurrency::renew_every, Client};
 
 use super::{show, status_error, Cli, Output};
 
@@ -134,9 +134,4 @@ async fn keep_alive(cli: &Cli, client: &Client, id: i64, once: bool) -> anyhow::
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         }
     }
-}
-
-/// How often a holder renews a lease of `ttl` seconds: a third of it (etcd's clients do the same).
-pub fn renew_every(ttl: i64) -> Duration {
-    Duration::from_millis((ttl.max(1) as u64 * 1000) / 3)
 }

@@ -8,7 +8,10 @@
 
 use std::{process::ExitCode, sync::Arc};
 
-use raftkv::client::concurrency::{campaign, Session};
+use raftkv::client::{
+    concurrency::{campaign, Session},
+    Client,
+};
 
 use super::{show, status_error, Cli, Output};
 
@@ -23,22 +26,35 @@ pub struct LockArgs {
     pub command: Vec<String>,
 }
 
-pub async fn run(cli: &Cli, a: &LockArgs) -> anyhow::Result<ExitCode> {
-    let client = Arc::new(cli.client()?);
-    let session = Session::new(client.clone(), a.ttl).await.map_err(status_error)?;
-    let acquired = tokio::select! {
-        r = campaign(&client, &session, &a.name, b"") => r,
+/// Opens a session of `ttl` seconds and waits until it is first under `name` (see `campaign`): the session, its
+/// key and create revision — or `None` if interrupted (Ctrl-C) first. Either way no lease is left behind on failure.
+pub(super) async fn queue_up(
+    client: &Arc<Client>,
+    ttl: i64,
+    name: &str,
+    value: &[u8],
+) -> anyhow::Result<Option<(Session, Vec<u8>, i64)>> {
+    let session = Session::new(client.clone(), ttl).await.map_err(status_error)?;
+    let queued = tokio::select! {
+        r = campaign(client, &session, name, value) => r,
         _ = tokio::signal::ctrl_c() => {
             session.close().await.map_err(status_error)?;
-            return Ok(ExitCode::FAILURE);
+            return Ok(None);
         }
     };
-    let (key, revision) = match acquired {
-        Ok(k) => k,
+    match queued {
+        Ok((key, revision)) => Ok(Some((session, key, revision))),
         Err(e) => {
             let _ = session.close().await;
-            return Err(status_error(e));
+            Err(status_error(e))
         }
+    }
+}
+
+pub async fn run(cli: &Cli, a: &LockArgs) -> anyhow::Result<ExitCode> {
+    let client = Arc::new(cli.client()?);
+    let Some((session, key, revision)) = queue_up(&client, a.ttl, &a.name, b"").await? else {
+        return Ok(ExitCode::FAILURE);
     };
     match cli.output {
         Output::Table => println!("{}", show(&key)),

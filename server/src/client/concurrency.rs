@@ -37,7 +37,7 @@ impl Session {
         let keeper = {
             let client = client.clone();
             tokio::spawn(async move {
-                let every = Duration::from_millis(ttl.max(1) as u64 * 1000 / 3);
+                let every = renew_every(ttl);
                 loop {
                     tokio::time::sleep(every).await;
                     match client.lease_keep_alive_once(lease).await {
@@ -73,6 +73,18 @@ impl Session {
     }
 }
 
+/// How often a holder renews a lease of `ttl` seconds: a third of it (etcd's clients do the same).
+pub fn renew_every(ttl: i64) -> Duration {
+    Duration::from_millis((ttl.max(1) as u64 * 1000) / 3)
+}
+
+/// The key range the contenders of `prefix` queue in: `<prefix>/` and everything under it.
+pub fn queue_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
+    let key = format!("{}/", prefix.trim_end_matches('/')).into_bytes();
+    let end = raftkv_proto::prefix_end(&key);
+    (key, end)
+}
+
 /// The key a session queues under `prefix` with.
 pub fn contender_key(prefix: &str, lease: i64) -> Vec<u8> {
     format!("{}/{lease:x}", prefix.trim_end_matches('/')).into_bytes()
@@ -81,8 +93,7 @@ pub fn contender_key(prefix: &str, lease: i64) -> Vec<u8> {
 /// Every contender under `prefix`, by create revision (the first one holds the lock / leads), and the revision
 /// of the read.
 pub async fn contenders(client: &Client, prefix: &str) -> Result<(Vec<pb::KeyValue>, i64), Status> {
-    let key = format!("{}/", prefix.trim_end_matches('/')).into_bytes();
-    let range_end = raftkv_proto::prefix_end(&key);
+    let (key, range_end) = queue_range(prefix);
     let r = client.range(pb::RangeRequest { key, range_end, ..Default::default() }).await?;
     let mut kvs = r.kvs;
     kvs.sort_by_key(|kv| kv.create_revision);

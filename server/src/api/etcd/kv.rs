@@ -40,15 +40,8 @@ impl ApiContext {
 
 /// Maps a refused transaction to etcd's error.
 fn refused(resp: &CommandResponse) -> Option<Error> {
-    use crate::keyspace::TxnRefused;
     match resp {
-        CommandResponse::TxnRefused { reason: TxnRefused::KeyNotFound, .. } => {
-            Some(Error::Etcd(EtcdError::KeyNotFound))
-        }
-        CommandResponse::TxnRefused { reason: TxnRefused::LeaseNotFound, .. } => {
-            Some(Error::Etcd(EtcdError::LeaseNotFound))
-        }
-        CommandResponse::TxnRefused { reason: TxnRefused::Revision(e), .. } => Some(convert::revision_error(*e)),
+        CommandResponse::TxnRefused { reason, .. } => Some(crate::api::kv::refused(reason, convert::revision_error)),
         _ => None,
     }
 }
