@@ -6,7 +6,8 @@
 //! `/healthz` is liveness: 503 once the node is fatally broken (Raft stopped, WAL poisoned; the process is then
 //! about to exit, see `failstop`). `/readyz` is readiness: 503 whenever this node cannot serve what it claims —
 //! fatal, shutting down, no leader, a leader without a quorum, a follower cut off from its leader, or applied
-//! behind committed (see `failstop::readiness`).
+//! behind committed (see `failstop::readiness`). While a fresh member waits for a majority of its initial cluster
+//! before bootstrapping, the port already answers: live, not ready ([`StartingHttp`]).
 
 use std::sync::Arc;
 
@@ -169,4 +170,62 @@ async fn set_partition(State(ctx): State<Arc<ApiContext>>, Query(q): Query<Parti
     };
     ctx.events.record(raftkv_proto::EventKind::FaultInjected, ctx.term(), msg);
     Json(json!({"blocked": ctx.network.faults.blocked()})).into_response()
+}
+
+/// The HTTP port while a fresh member waits for a majority of `--initial-cluster` to answer before it bootstraps
+/// (`node::refuse_amnesia`, which can wait as long as its peers take to be scheduled). `/healthz` answers 200: the
+/// process is alive and doing what it must, so a supervisor (a kubelet's liveness probe) must not restart it; every
+/// other path answers 503 with the reason, `/readyz` included. It serves a duplicate of the port's socket, so the
+/// node's real server takes over the same listener once this one has stopped.
+pub struct StartingHttp {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+const WAITING: &str = "waiting for a majority of --initial-cluster to answer before bootstrapping";
+
+impl StartingHttp {
+    pub fn serve(
+        listener: &tokio::net::TcpListener,
+        tls: Option<crate::tls::ReloadingServer>,
+    ) -> std::io::Result<Self> {
+        use std::os::fd::AsFd;
+        let dup =
+            tokio::net::TcpListener::from_std(std::net::TcpListener::from(listener.as_fd().try_clone_to_owned()?))?;
+        let router = Router::new()
+            .route("/healthz", get(|| async { (StatusCode::OK, format!("ok: {WAITING}\n")) }))
+            .fallback(|| async { (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {WAITING}\n")) });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let stopped = async move {
+            let _ = stopped.await;
+        };
+        let task = match tls {
+            None => tokio::spawn(async move {
+                let _ = axum::serve(dup, router).with_graceful_shutdown(stopped).await;
+            }),
+            Some(t) => {
+                let l = crate::tls::AxumTlsListener::new(dup, t)?;
+                tokio::spawn(async move {
+                    let _ = axum::serve(l, router).with_graceful_shutdown(stopped).await;
+                })
+            }
+        };
+        Ok(Self { stop: Some(stop), task })
+    }
+
+    /// Stops accepting and gives open requests a moment, so that afterwards the real server alone serves the port.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if tokio::time::timeout(std::time::Duration::from_secs(1), &mut self.task).await.is_err() {
+            self.task.abort();
+        }
+    }
+}
+
+impl Drop for StartingHttp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

@@ -250,12 +250,23 @@ pub async fn run(
     let peer_task = spawn_grpc!(peer_router, listeners.peer, tls.peer.clone(), stopped());
 
     if !initialized && !config.initial_cluster.is_empty() {
+        // The wait below lasts as long as the peers take to come up; probes get an answer meanwhile.
+        let starting_http = match &listeners.http {
+            Some(l) => Some(
+                crate::http::StartingHttp::serve(l, tls.http.clone())
+                    .map_err(|e| Error::Internal(format!("HTTP port while starting: {e}")))?,
+            ),
+            None => None,
+        };
         tokio::select! {
             r = refuse_amnesia(&config, &network) => r?,
             _ = &mut shutdown => {
                 let _ = stop_tx.send(true);
                 return Ok(());
             }
+        }
+        if let Some(h) = starting_http {
+            h.stop().await;
         }
         {
             let mut dd = data_dir.lock();

@@ -7,6 +7,7 @@ mod get;
 mod lease;
 mod lock;
 mod members;
+mod probe;
 mod put;
 mod scan;
 mod serve;
@@ -97,6 +98,8 @@ pub enum Command {
     Elect(elect::ElectArgs),
     /// Measure throughput and latency.
     Bench(crate::bench::BenchArgs),
+    /// Container health check: is the node on this machine live or ready? Exit 0 = yes (reads RAFTKV_HTTP).
+    Probe(probe::ProbeArgs),
 }
 
 impl Cli {
@@ -141,6 +144,7 @@ pub fn main() -> ExitCode {
             Command::Lock(a) => lock::run(&cli, a).await,
             Command::Elect(a) => elect::run(&cli, a).await,
             Command::Bench(a) => crate::bench::run(&cli, a).await,
+            Command::Probe(a) => probe::run(&cli, a).await,
         }
     });
     // Don't wait for lingering background tasks (open connections) on exit.
