@@ -3,8 +3,13 @@
 steps) where the NixOS test driver cannot run. The VMs' stand-ins:
 
   machine nodeN     a `raftkv serve` process on 127.0.0.(N+1): port 7001 (client gRPC), 7101 (HTTP), 7201 (peer),
-                    with the VMs' peer secret
-  execute(cmd)      the command run here by bash, with `nodeN:` and `localhost:` rewritten to that address
+                    with the VMs' peer secret; node1-3 bootstrap the cluster. When the test's .nix file asks
+                    nodes.nix for `withJoiner = true`, node4 joins it as nodes.nix's joiner does: through the
+                    others' client ports, advertising its own address, its data in DATA_ROOT's stand-in (a
+                    directory with a lost+found) under data/, serving web/ (the dashboard's source page) on HTTP
+  execute(cmd)      the command run here by bash, with `nodeN:` and `localhost:` rewritten to that address and
+                    DATA_ROOT to the joiner's stand-in; `systemctl start|stop|restart raftkv.service` acts on the
+                    process (stop: SIGTERM, a clean shutdown)
   crash() / start() kill -9 / start the process again (same data directory)
   block()/unblock() the nodes' fault-injection hook, both directions (as server/tests/vm_mirror.rs does)
 
@@ -28,6 +33,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 GRPC_PORT, HTTP_PORT, PEER_PORT = 7001, 7101, 7201
 DEADLINE = 300  # seconds for a whole test; every wait in the scripts has its own, shorter timeout
+MEMBERS = [1, 2, 3]  # nodes.nix's initialCluster
+JOINER = 4  # nodes.nix's joiner
+DATA_ROOT = "/srv/raftkv"  # the joiner's services.raftkv.dataDir
+SYSTEMCTL = re.compile(r"systemctl (start|stop|restart) raftkv(?:\.service)?")
 
 
 def addr(node_id: int) -> str:
@@ -39,7 +48,11 @@ class Machine:
         self.id = node_id
         self.name = f"node{node_id}"
         self.binary = binary
-        self.data = workdir / self.name
+        self.root = workdir / self.name
+        # As nodes.nix: the joiner's data is in dataDir's `data` sub-directory, beside a filesystem's lost+found.
+        self.data = self.root / "data" if node_id == JOINER else self.root
+        if node_id == JOINER:
+            (self.root / "lost+found").mkdir(parents=True)
         self.log = workdir / f"{self.name}.log"
         self.all_ids = all_ids
         self.proc: subprocess.Popen[bytes] | None = None
@@ -49,12 +62,18 @@ class Machine:
     def start(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             return
-        # As nodes.nix: the initial cluster lists peer addresses.
-        cluster = ",".join(f"{i}={addr(i)}:{PEER_PORT}" for i in self.all_ids)
         a = addr(self.id)
         cmd = [self.binary, "serve", "--id", str(self.id), "--listen", f"{a}:{GRPC_PORT}",
                "--listen-peer", f"{a}:{PEER_PORT}", "--http", f"{a}:{HTTP_PORT}", "--data-dir", str(self.data),
-               "--initial-cluster", cluster, "--fault-injection", "--request-timeout", "3s"]
+               "--fault-injection", "--request-timeout", "3s"]
+        if self.id in MEMBERS:
+            # As nodes.nix: the initial cluster lists peer addresses.
+            cmd += ["--initial-cluster", ",".join(f"{i}={addr(i)}:{PEER_PORT}" for i in MEMBERS)]
+        else:
+            # As nodes.nix's joiner (the module derives the advertised peer address from advertiseAddress).
+            cmd += ["--join", ",".join(f"{addr(i)}:{GRPC_PORT}" for i in MEMBERS),
+                    "--advertise", f"{a}:{GRPC_PORT}", "--advertise-peer", f"{a}:{PEER_PORT}",
+                    "--web-dir", str(HERE.parent / "web")]
         with open(self.log, "ab") as log:
             # As nodes.nix: peers authenticate with a peer secret.
             env = {**os.environ, "RAFTKV_PEER_SECRET": "vm-test-peer-secret"}
@@ -73,6 +92,17 @@ class Machine:
             self.proc.wait()
             self.proc = None
 
+    def terminate(self) -> None:
+        """As systemd stops the unit: SIGTERM, then SIGKILL after TimeoutStopSec (30s)."""
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
     def wait_for_unit(self, unit: str, timeout: int = 60) -> None:
         assert unit == "raftkv.service", unit
         assert self.proc is not None and self.proc.poll() is None, f"{self.name}: {unit} is not running"
@@ -88,7 +118,15 @@ class Machine:
 
     # --- commands
     def execute(self, command: str, timeout: int | None = 60) -> tuple[int, str]:
+        unit = SYSTEMCTL.fullmatch(command.strip())
+        if unit is not None:
+            if unit.group(1) in ("stop", "restart"):
+                self.terminate()
+            if unit.group(1) in ("start", "restart"):
+                self.start()
+            return 0, ""
         command = re.sub(r"\bnode(\d+):", lambda m: f"{addr(int(m.group(1)))}:", command)
+        command = command.replace(DATA_ROOT, str(self.root))
         command = command.replace("localhost:", f"{addr(self.id)}:")
         command = re.sub(r"^raftkv\b", self.binary, command)
         r = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=timeout)
@@ -128,7 +166,7 @@ def main() -> int:
     scripts = re.findall(r"readFile \./([A-Za-z0-9_-]+\.py)", nix)
     source = "".join((HERE / s).read_text() for s in scripts)
     workdir = Path(tempfile.mkdtemp(prefix=f"raftkv-{test}-"))
-    ids = [1, 2, 3]
+    ids = MEMBERS + ([JOINER] if re.search(r"withJoiner\s*=\s*true", nix) else [])
     for i in ids:
         for port in (GRPC_PORT, HTTP_PORT, PEER_PORT):
             s = socket.socket()

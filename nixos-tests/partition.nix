@@ -6,4 +6,6 @@ pkgs.testers.runNixOSTest {
   name = "raftkv-partition";
   nodes = import ./nodes.nix { inherit module; };
   testScript = builtins.readFile ./helpers.py + builtins.readFile ./partition.py;
+  # Well above a normal run (minutes), well below the driver's default hour.
+  globalTimeout = 1800;
 }
