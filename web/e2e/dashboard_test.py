@@ -20,35 +20,16 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
+from harness import CHROMIUM_ARGS, port_free, wait_until
 from playwright.sync_api import expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 def free_layout() -> tuple[int, int]:
@@ -61,20 +42,6 @@ def free_layout() -> tuple[int, int]:
         if all(port_free(p) for p in [*node_ports, dash]):
             return base, dash
     raise RuntimeError("no free ports")
-
-
-def wait_until(what: str, check, timeout: float = 20.0, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception as e:  # noqa: BLE001 - keep polling; report the last failure
-            last = e
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last})")
 
 
 def cli(raftkv: str, base: int, *args: str) -> str:
