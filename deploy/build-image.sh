@@ -17,11 +17,12 @@
 #   --binary PATH   a static raftkv binary to use instead of building one (cargo build --profile image --target
 #                   x86_64-unknown-linux-musl)
 #   --web-dir DIR   the built dashboard (default web/dist, built by web/build.sh if missing)
-#   --archive FILE  where to write the docker-archive (default target/image/raftkv-<version>.tar)
+#   --archive FILE  where to write the docker-archive (default target/container/raftkv-<version>.tar)
 #   --no-load       build and write the archive, but leave the image out of podman's storage afterwards
 #
 # Needs: podman (podman build of a FROM scratch Containerfile; nothing is pulled), busybox-static, ca-certificates,
-# GNU tar, and for the build musl-tools (ring's C code) and `rustup target add x86_64-unknown-linux-musl`.
+# GNU tar, file, and for the build musl-tools (ring's C code) and the rustup target x86_64-unknown-linux-musl (added
+# here; rustup downloads it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,7 +43,7 @@ done
 version="$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"$/\1/p' Cargo.toml)"
 [ -n "$version" ] || { echo "build-image.sh: no workspace.package.version in Cargo.toml" >&2; exit 1; }
 tag="raftkv:$version"
-archive="${archive:-target/image/raftkv-$version.tar}"
+archive="${archive:-target/container/raftkv-$version.tar}"
 say() { echo "build-image.sh: $*" >&2; }
 
 if [ -z "$binary" ]; then
@@ -53,11 +54,15 @@ if [ -z "$binary" ]; then
   binary="${CARGO_TARGET_DIR:-target}/$TARGET/image/raftkv"
 fi
 # A dynamically linked binary would start in no container FROM scratch: refuse it here, not at run time.
-if ! file -L "$binary" | grep -q 'static\(-pie\)\? \(linked\|pie linked\)'; then
+if ! file -L "$binary" | grep -Eq 'statically linked|static-pie linked'; then
   say "$binary is not statically linked: $(file -L "$binary")"
   exit 1
 fi
-[ -f "$web_dir/index.html" ] || { say "building the dashboard (web/build.sh)"; bash web/build.sh >&2; }
+if [ ! -f "$web_dir/index.html" ]; then
+  [ "$web_dir" = web/dist ] || { say "$web_dir has no index.html (a dashboard build: web/build.sh)"; exit 1; }
+  say "building the dashboard (web/build.sh)"
+  bash web/build.sh >&2
+fi
 busybox="$(command -v busybox || true)"
 if [ -z "$busybox" ] || ! file -L "$busybox" | grep -q 'statically linked'; then
   say "a static busybox is needed: apt-get install busybox-static"

@@ -1,4 +1,4 @@
-"""The container tests: raftkv's image under podman, as users deploy it (deploy/test-compose.sh, deploy/test-k8s.sh).
+"""The container tests: raftkv's image under podman, as users deploy it (run by deploy/test-compose.sh).
 
 `compose` brings up deploy/compose.yaml unchanged (podman-compose, a project name of its own, in a scratch copy of
 deploy/ so a peer secret file and certificates can sit beside it) and checks, like the NixOS VM tests:
@@ -23,7 +23,7 @@ ready; writes survive a pod's kill and restart on the same volume; a fourth pod 
 learner.
 
 Everything a test starts (containers, networks, volumes) carries its own name and is removed at the end, also on
-failure. Traffic goes only to containers the test created.
+failure or SIGTERM. Traffic goes only to containers the test created. Needs root (rootful podman).
 
 Usage: python deploy/container_tests.py compose [--tls] --raftkv PATH --archive FILE [--out DIR]
        python deploy/container_tests.py k8s --raftkv PATH --archive FILE
@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -162,12 +163,25 @@ class Podman:
             run("podman", "network", "rm", "--force", name, check=False)
 
 
+def pin_bridge_mac(network: str) -> None:
+    """Fixes the MAC address of `network`'s bridge at the one it has now.
+
+    A Linux bridge whose address was never set takes the lowest of its ports' addresses, and netavark 1.4 (Debian
+    12's podman 4.3) leaves it so: restarting a container can change the gateway's MAC, and every other container
+    then sends to the old one until its ARP entry expires (about 30 s) — their DNS server (aardvark-dns, on the
+    gateway) and the host go silent for that long. Setting the address explicitly stops it from moving.
+    """
+    bridge = run("podman", "network", "inspect", "--format", "{{.NetworkInterface}}", network).stdout.strip()
+    mac = Path(f"/sys/class/net/{bridge}/address").read_text().strip()
+    run("ip", "link", "set", "dev", bridge, "address", mac)
+
+
 def load_image(archive: Path) -> None:
-    """The image comes from its docker-archive, so the archive is what is tested."""
-    run("podman", "rmi", "--force", IMAGE, check=False)
-    run("podman", "load", "--quiet", "--input", str(archive), timeout=300)
-    run("podman", "image", "exists", IMAGE)
-    say(f"{IMAGE} loaded from {archive} ({archive.stat().st_size} bytes)")
+    """The image comes from its docker-archive, so the archive is what is tested: `podman load` (re)tags it."""
+    loaded = run("podman", "load", "--input", str(archive), timeout=300).stdout
+    assert IMAGE in loaded, f"podman load of {archive} did not load {IMAGE}: {loaded}"
+    image_id = run("podman", "image", "inspect", "--format", "{{.Id}}", IMAGE).stdout.strip()
+    say(f"{IMAGE} loaded from {archive} ({archive.stat().st_size} bytes, image {image_id[:12]})")
 
 
 def make_certs(directory: Path, *names: str) -> None:
@@ -182,7 +196,8 @@ def compose_test(args) -> None:
     load_image(args.archive)
     ports = [7001, 7002, 7003, 7101, 7102, 7103]
     busy = [p for p in ports if not port_free(p)]
-    assert not busy, f"deploy/compose.yaml publishes 127.0.0.1 ports {ports}; these are in use: {busy}"
+    assert not busy, (f"deploy/compose.yaml publishes 127.0.0.1 ports {ports}; these are in use: {busy} (a leftover "
+                      "raftkv-test-* project? `podman ps -a`)")
 
     project = f"raftkv-test-{os.getpid()}"
     work = Path(tempfile.mkdtemp(prefix="raftkv-compose-"))
@@ -218,6 +233,7 @@ def compose_test(args) -> None:
         pod.networks = [f"{project}_default"]
         if up.returncode != 0:
             raise RuntimeError(f"podman-compose up failed:\n{up.stdout}{up.stderr}")
+        pin_bridge_mac(pod.networks[0])
         container = {}
         for name in pod.containers:
             labels = json.loads(run("podman", "inspect", "--format", "{{json .Config.Labels}}", name).stdout)
@@ -271,18 +287,25 @@ def compose_test(args) -> None:
         aliases = json.loads(run("podman", "inspect", "--format",
                                  f'{{{{json (index .NetworkSettings.Networks "{network}").Aliases}}}}',
                                  container[cut]).stdout) or []
+        inner_tls = ["--cacert", "/etc/raftkv/tls/ca.pem", "--cert", "/etc/raftkv/tls/client.pem", "--key",
+                     "/etc/raftkv/tls/client-key.pem"] if args.tls else []
+        inner = Client(["podman", "exec", container[cut], "raftkv"], inner_tls)
+        # The client inside the container works (so its refusal below means the write was refused, not a broken
+        # exec or wrong TLS files), and that node leads right now.
+        assert inner.status("127.0.0.1:7001")["role"] == "leader", "the container to cut off is not the leader"
         run("podman", "network", "disconnect", network, container[cut])
         t_cut = time.monotonic()
         majority = [endpoints[n] for n in endpoints if n != cut]
         new = one_leader(client, majority, exclude=cut)
         t_elected = time.monotonic() - t_cut
-        # The minority side: a write on the cut-off node itself (from inside its container) is never acknowledged.
-        inner_tls = ["--cacert", "/etc/raftkv/tls/ca.pem", "--cert", "/etc/raftkv/tls/client.pem", "--key",
-                     "/etc/raftkv/tls/client-key.pem"] if args.tls else []
-        inner = Client(["podman", "exec", container[cut], "raftkv"], inner_tls)
+        # The minority side: a write on the cut-off node itself (from inside its container) is never acknowledged;
+        # it times out or is refused for want of a leader, and the key must not appear anywhere after the heal.
         minority_key = "compose/minority"
         assert not inner.put(["127.0.0.1:7001"], minority_key, "never", timeout="4s"), (
             "the node cut off from the network acknowledged a write")
+        refusal = inner.last_error.lower()
+        assert any(w in refusal for w in ("deadline", "did not answer", "timeout", "timed out", "leader", "unknown")), (
+            f"the cut-off write failed for another reason than the partition: {inner.last_error}")
         say(f"node {cut} cut off: node {new['id']} leads the majority {t_elected:.2f}s after the cut; "
             "a write on the cut-off node was not acknowledged")
         for i in range(20):
@@ -401,9 +424,9 @@ class Pod:
             cmd += ["--env", f"{name}={value}"]
         [entry, *rest] = t.spec["command"]
         cmd += ["--entrypoint", entry, IMAGE, *rest]
-        run(*cmd)
         if self.container not in t.pod.containers:
-            t.pod.containers.append(self.container)
+            t.pod.containers.append(self.container)  # before the run: one created but not started is removed too
+        run(*cmd)
 
     def probe(self, kind: str) -> int:
         """The manifest's httpGet probe as the kubelet sends it (TLS not verified), to the container's address."""
@@ -467,6 +490,7 @@ def k8s_test(args) -> None:
 
         # A lone pod: alive (liveness passes, so the kubelet does not restart it) but not ready without a quorum.
         pods[0].start()
+        pin_bridge_mac(t.network)  # the bridge exists once a container is on it
         wait_until("raftkv-0's liveness probe", lambda: pods[0].probe("livenessProbe") == 200, timeout=60)
         assert pods[0].probe("readinessProbe") != 200, "a lone pod of three reported ready"
         say("raftkv-0 alone: live, not ready")
@@ -525,6 +549,8 @@ def k8s_test(args) -> None:
 
 
 def main() -> int:
+    # SIGTERM (a CI timeout) unwinds through the tests' `finally`, which removes what they started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("test", choices=["compose", "k8s"])
     parser.add_argument("--raftkv", type=Path, required=True, help="the static raftkv binary (the image's)")

@@ -9,13 +9,15 @@
 # Usage: deploy/test-compose.sh [--archive FILE --binary PATH] [compose] [compose-tls] [k8s]   (default: all three)
 #   --archive FILE --binary PATH   test this image archive and its static binary instead of building them
 #
-# Needs podman working (Debian: `apt-get install podman runc`; .ci/run also configures it), Chromium for the
-# dashboard step, and what deploy/build-image.sh needs. podman-compose and Playwright come from PyPI into a venv.
+# Needs root and podman working (Debian: `apt-get install podman runc`; .ci/run also configures it), Chromium for
+# the dashboard step, and what deploy/build-image.sh needs. podman-compose, Playwright and PyYAML come from PyPI
+# into a venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PODMAN_COMPOSE_VERSION=1.6.0
 PLAYWRIGHT_VERSION=1.65.2
+PYYAML_VERSION=6.0.4
 archive="" binary="" tests=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -32,6 +34,11 @@ if { [ -n "$archive" ] && [ -z "$binary" ]; } || { [ -z "$archive" ] && [ -n "$b
   exit 2
 fi
 
+# Rootful podman: the tests give files to the image's user (uid 10001) and reach containers at their addresses.
+if [ "$(id -u)" != 0 ]; then
+  echo "test-compose.sh: run as root (the tests need rootful podman: file ownership for uid 10001, container addresses)" >&2
+  exit 1
+fi
 if ! podman info >/dev/null 2>&1; then
   echo "test-compose.sh: podman does not work here:" >&2
   podman info 2>&1 | tail -3 >&2 || true
@@ -41,7 +48,8 @@ fi
 
 tools=${RAFTKV_TOOLS_DIR:-$HOME/.cache/raftkv-tools}
 venv="$tools/containers-venv"
-want="podman-compose==$PODMAN_COMPOSE_VERSION playwright==$PLAYWRIGHT_VERSION"
+# PyYAML: the k8s test reads the manifests.
+want="podman-compose==$PODMAN_COMPOSE_VERSION playwright==$PLAYWRIGHT_VERSION pyyaml==$PYYAML_VERSION"
 if [ "$(cat "$venv/.installed" 2>/dev/null || true)" != "$want" ]; then
   rm -rf "$venv"
   python3 -m venv "$venv"
@@ -51,7 +59,7 @@ if [ "$(cat "$venv/.installed" 2>/dev/null || true)" != "$want" ]; then
 fi
 
 if [ -z "$archive" ]; then
-  archive="target/image/raftkv-$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"$/\1/p' Cargo.toml).tar"
+  archive="target/container/raftkv-$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"$/\1/p' Cargo.toml).tar"
   bash deploy/build-image.sh --archive "$archive" >/dev/null
   binary="${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-musl/image/raftkv"
 fi

@@ -230,9 +230,12 @@ pub fn accept_tls(
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         loop {
+            // Closed first: once the server is gone, not one more connection is taken from the socket (a duplicate of
+            // it may be served by someone else, see `http::StartingHttp`).
             let accepted = tokio::select! {
-                a = listener.accept() => a,
+                biased;
                 _ = tx.closed() => return,
+                a = listener.accept() => a,
             };
             let (tcp, peer) = match accepted {
                 Ok(a) => a,

@@ -4,8 +4,8 @@
 //! exits 0 only on `200 OK`. It reads the node's own settings from the same environment `raftkv serve` does
 //! (`RAFTKV_HTTP`, `RAFTKV_CERT_FILE`), so one command works in an image with or without TLS: an unspecified
 //! listen address (0.0.0.0, [::]) is probed on loopback, and a node with `--cert-file` is probed over TLS without
-//! checking its certificate (see [`raftkv::tls::probe_connector`]). The HTTP port asks no client certificate for
-//! these two paths.
+//! checking its certificate (see [`raftkv::tls::probe_connector`]). The HTTP port never asks for a client
+//! certificate.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},

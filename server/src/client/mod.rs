@@ -52,8 +52,8 @@ fn surely_not_sent(s: &Status) -> bool {
     let m = s.message();
     m.contains("tcp connect error")
         || m.contains("Connection refused")
-        // The endpoint's name did not resolve (musl queries every nameserver at once and takes the first answer,
-        // so under podman a container name can fail to resolve now and then): nothing was sent.
+        // The endpoint's name did not resolve (e.g. a container whose DNS server is briefly unreachable): nothing
+        // was sent.
         || m.contains("dns error")
         || m.starts_with("no leader")
         || m.starts_with("not the leader")
@@ -202,7 +202,7 @@ impl Client {
         // so the first request may just see its connection cancelled.
         let tls_words =
             ["certificate", "handshake", "tls", "alert", "operation was canceled", "transport error", "reset"];
-        let down = m.contains("tcp connect error") || m.contains("connection refused");
+        let down = m.contains("tcp connect error") || m.contains("connection refused") || m.contains("dns error");
         if !plain && !down && tls_words.iter().any(|w| m.contains(w)) {
             return Status::unavailable(format!(
                 "TLS failed ({cause}): check --cacert (the CA that signed the server's certificate) and, if the server \
