@@ -52,6 +52,9 @@ IMAGE = "raftkv:" + next(
     if line.startswith("version = ")
 )
 T0 = time.monotonic()
+# The client flags for the certificates both Compose (compose.tls.yaml) and the StatefulSet mount in a container.
+IN_CONTAINER_TLS = ["--cacert", "/etc/raftkv/tls/ca.pem", "--cert", "/etc/raftkv/tls/client.pem",
+                    "--key", "/etc/raftkv/tls/client-key.pem"]
 
 
 def say(what: str) -> None:
@@ -287,9 +290,7 @@ def compose_test(args) -> None:
         aliases = json.loads(run("podman", "inspect", "--format",
                                  f'{{{{json (index .NetworkSettings.Networks "{network}").Aliases}}}}',
                                  container[cut]).stdout) or []
-        inner_tls = ["--cacert", "/etc/raftkv/tls/ca.pem", "--cert", "/etc/raftkv/tls/client.pem", "--key",
-                     "/etc/raftkv/tls/client-key.pem"] if args.tls else []
-        inner = Client(["podman", "exec", container[cut], "raftkv"], inner_tls)
+        inner = Client(["podman", "exec", container[cut], "raftkv"], IN_CONTAINER_TLS if args.tls else [])
         # The client inside the container works (so its refusal below means the write was refused, not a broken
         # exec or wrong TLS files), and that node leads right now.
         assert inner.status("127.0.0.1:7001")["role"] == "leader", "the container to cut off is not the leader"
@@ -463,9 +464,7 @@ class K8sTest:
         for f in self.tls_dir.iterdir():
             os.chown(f, 0, self.pod_security["fsGroup"])
             os.chmod(f, 0o440)
-        inner_tls = ["--cacert", "/etc/raftkv/tls/ca.pem", "--cert", "/etc/raftkv/tls/client.pem",
-                     "--key", "/etc/raftkv/tls/client-key.pem"]
-        self.client = Client(["podman", "exec", f"{self.prefix}-raftkv-0", "raftkv"], inner_tls)
+        self.client = Client(["podman", "exec", f"{self.prefix}-raftkv-0", "raftkv"], IN_CONTAINER_TLS)
         self.endpoints = [f"{n}:7001" for n in names[: self.replicas]]
 
 

@@ -179,7 +179,7 @@ async fn set_partition(State(ctx): State<Arc<ApiContext>>, Query(q): Query<Parti
 /// node's real server takes over the same listener once this one has stopped.
 pub struct StartingHttp {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 const WAITING: &str = "waiting for a majority of --initial-cluster to answer before bootstrapping";
@@ -199,17 +199,7 @@ impl StartingHttp {
         let stopped = async move {
             let _ = stopped.await;
         };
-        let task = match tls {
-            None => tokio::spawn(async move {
-                let _ = axum::serve(dup, router).with_graceful_shutdown(stopped).await;
-            }),
-            Some(t) => {
-                let l = crate::tls::AxumTlsListener::new(dup, t)?;
-                tokio::spawn(async move {
-                    let _ = axum::serve(l, router).with_graceful_shutdown(stopped).await;
-                })
-            }
-        };
+        let task = spawn_serve(dup, tls, router, stopped)?;
         Ok(Self { stop: Some(stop), task })
     }
 
@@ -228,4 +218,20 @@ impl Drop for StartingHttp {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Serves `router` on `listener` (over TLS with `tls`) until `shutdown`, then lets open requests finish.
+pub fn spawn_serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<crate::tls::ReloadingServer>,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    Ok(match tls {
+        None => tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(shutdown).await }),
+        Some(t) => {
+            let l = crate::tls::AxumTlsListener::new(listener, t)?;
+            tokio::spawn(async move { axum::serve(l, router).with_graceful_shutdown(shutdown).await })
+        }
+    })
 }

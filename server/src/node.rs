@@ -404,15 +404,10 @@ pub async fn run(
                 ));
             }
             let router = router.layer(crate::origin::OriginGuardLayer::new(browser_policy(false)));
-            let fut = stopped();
-            Some(match tls.http.clone() {
-                None => tokio::spawn(async move { axum::serve(l, router).with_graceful_shutdown(fut).await }),
-                Some(t) => {
-                    let l = crate::tls::AxumTlsListener::new(l, t)
-                        .map_err(|e| Error::Internal(format!("HTTP TLS listener: {e}")))?;
-                    tokio::spawn(async move { axum::serve(l, router).with_graceful_shutdown(fut).await })
-                }
-            })
+            Some(
+                crate::http::spawn_serve(l, tls.http.clone(), router, stopped())
+                    .map_err(|e| Error::Internal(format!("HTTP TLS listener: {e}")))?,
+            )
         }
     };
 
