@@ -2,13 +2,19 @@
 
 Runs Debian's Chromium headless through Playwright (never downloads a browser) and checks, with a screenshot of
 each step:
-  1. the page shows 3 nodes and exactly one leader;
+  1. the page shows 3 nodes and exactly one leader, in the cards and in the topology graph;
+  L. the learning lab: the load generator runs and its chart fills; the kill-leader experiment measures a gap
+     and loses no acknowledged write; partition-leader shows the minority's writes unacknowledged and absent and
+     its uncommitted entries replaced; lose-quorum shows writes and linearizable reads stop while serializable
+     reads answer; split-brain finds one leader per term; snapshot-catch-up sees a snapshot sent; the timeline's
+     scrubber replays the past in the graph;
   2. a PUT typed into the page is then readable with the CLI; partitioning a follower from the page leaves the one
      leader in place, and healing it brings the follower back;
   3. clicking "kill -9" on the leader leads to a different leader shown in the page, and a GET of the earlier key
      from the page still succeeds;
   4. restarting the killed node from the page brings it back as a follower;
-  5. adding a node from the page starts it as a learner, and promoting it makes it a voting follower.
+  5. adding a node from the page starts it as a learner, and promoting it makes it a voting follower; the grow
+     experiment then adds a fifth.
 
 Usage: python web/e2e/dashboard_test.py [--raftkv target/debug/raftkv] [--web-dir web/dist] [--out DIR]
 Exit status 0 = pass; any failed check raises with what the page showed.
@@ -33,12 +39,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_layout() -> tuple[int, int]:
-    """A base port whose node ports (base..base+3, base+100..base+103: node 4 is added later) are free, and a free
-    dashboard port."""
+    """A base port whose node ports (base..base+4, base+100..base+104: nodes 4 and 5 are added later) are free, and
+    a free dashboard port."""
     for _ in range(500):
         base = random.randrange(20000, 31000)
         dash = base + 300
-        node_ports = [*range(base, base + 4), *range(base + 100, base + 104), *range(base + 200, base + 204)]
+        node_ports = [*range(base, base + 5), *range(base + 100, base + 105), *range(base + 200, base + 205)]
         if all(port_free(p) for p in [*node_ports, dash]):
             return base, dash
     raise RuntimeError("no free ports")
@@ -65,6 +71,31 @@ def cards_by_role(page) -> dict:
     return result
 
 
+def figures(result) -> dict:
+    """The machine-readable figures of an experiment's result (its <data data-figure=NAME value=V> elements)."""
+    return {d.get_attribute("data-figure"): d.get_attribute("value") for d in result.locator("data[data-figure]").all()}
+
+
+def run_experiment(page, name: str, timeout_ms: int, during=None) -> tuple[dict, str]:
+    """Clicks experiment `name`, optionally calls `during(page)` while it runs, waits for its result and returns
+    (figures, the result's text). Fails with the result's text if the experiment did not pass."""
+    panel = page.locator(f"[data-experiment={name}]")
+    page.click(f"[data-testid=experiment-{name}]")
+    if during:
+        during(page)
+    result = panel.locator("[data-testid=experiment-result]")
+    expect(result).to_be_visible(timeout=timeout_ms)
+    text = result.inner_text()
+    steps = panel.locator(".steps").inner_text()
+    print(f"experiment {name}:\n{steps}\n{text}")
+    assert result.get_attribute("data-passed") == "true", f"experiment {name} did not pass:\n{steps}\n{text}"
+    return figures(result), text
+
+
+def acknowledged(page) -> int:
+    return int(page.locator("[data-testid=load-totals]").inner_text().split(" acknowledged")[0].replace(",", ""))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--raftkv", default=str(ROOT / "target/debug/raftkv"))
@@ -84,6 +115,8 @@ def main() -> int:
         [
             args.raftkv, "cluster", "--fresh", "--base-port", str(base), "--data-dir", str(work / "data"),
             "--dashboard", f"127.0.0.1:{dash_port}", "--web-dir", args.web_dir,
+            # Snapshots come soon, so the snapshot experiment needs few writes.
+            "--serve-arg=--snapshot-every=500", "--serve-arg=--keep-after-snapshot=50",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -126,7 +159,69 @@ def main() -> int:
             expect(followers).to_have_count(2, timeout=20_000)
             leader = leaders.first.get_attribute("data-node-id")
             print(f"page shows 3 nodes, leader node {leader}: {cards_by_role(page)}")
+            graph = page.locator("[data-testid=topology-graph]")
+            expect(graph.locator("[data-node-id]")).to_have_count(3)
+            expect(graph.locator(f"[data-node-id='{leader}'][data-role=leader]")).to_have_count(1)
+            expect(graph.locator("[data-role=follower]")).to_have_count(2)
+            # Heartbeats fly along the links.
+            expect(graph.locator("circle.msg")).not_to_have_count(0, timeout=10_000)
             shot(page, "cluster")
+
+            # L. The learning lab. The load generator, and its chart.
+            page.fill("[data-testid=load-in-flight]", "4")
+            page.locator("[data-testid=load-in-flight]").dispatch_event("change")
+            page.click("[data-testid=load-start]")
+            wait_until("100 acknowledged writes from the page", lambda: acknowledged(page) >= 100, timeout=30)
+            expect(page.locator("[data-testid=writes-chart] rect.bar.ok")).not_to_have_count(0)
+            shot(page, "load")
+
+            # Kill the leader with the load running; the README's picture is taken while the leader is down.
+            def while_killed(page):
+                expect(graph.locator("[data-role=down]")).to_have_count(1, timeout=30_000)
+                page.wait_for_timeout(1500)
+                # The README's picture, the graph and the charts, first: a full-page screenshot takes a while.
+                page.locator(".lab-top").screenshot(path=str(out / "lab-during-leader-kill.png"))
+                shot(page, "kill-leader-during")
+            f, text = run_experiment(page, "kill-leader", 90_000, during=while_killed)
+            assert int(f["lost"]) == 0 and int(f["acked"]) > 0, f"kill-leader: {f}"
+            gap = int(f["gap-ms"])
+            assert 0 < gap < 15_000, f"kill-leader measured a gap of {gap} ms"
+            assert 0 < int(f["leader-ms"]) < 15_000 and int(f["first-write-ms"]) > 0, f"kill-leader: {f}"
+            expect(page.locator("[data-testid=writes-chart] rect.gap")).not_to_have_count(0)
+            expect(page.locator("[data-testid=writes-gap]")).to_contain_text("longest spell")
+            shot(page, "kill-leader")
+            page.click("[data-testid=load-stop]")
+
+            f, _ = run_experiment(page, "partition-leader", 90_000)
+            assert f["minority-acked"] == "0" and f["minority-present"] == "0", f"partition-leader: {f}"
+            assert int(f["replaced"]) > 0, f"partition-leader: {f}"
+            shot(page, "partition-leader")
+
+            f, _ = run_experiment(page, "lose-quorum", 90_000)
+            assert f["write-acked"] == "false" and f["linearizable-answered"] == "false", f"lose-quorum: {f}"
+            assert f["serializable-answered"] == "true" and int(f["service-return-ms"]) >= 0, f"lose-quorum: {f}"
+            shot(page, "lose-quorum")
+
+            f, _ = run_experiment(page, "split-brain", 120_000)
+            assert f["double-leader-terms"] == "0" and int(f["terms"]) >= 3, f"split-brain: {f}"
+            shot(page, "split-brain")
+
+            f, _ = run_experiment(page, "snapshot-catch-up", 180_000)
+            assert int(f["snapshot-index"]) > 0, f"snapshot-catch-up: {f}"
+            shot(page, "snapshot-catch-up")
+
+            # The timeline replays the past in the graph.
+            scrubber = page.locator("[data-testid=timeline-scrubber]")
+            scrubber.fill("300")
+            expect(page.locator(".graph-panel h2")).to_contain_text("replaying")
+            expect(graph.locator("[data-node-id]")).not_to_have_count(0)
+            shot(page, "timeline-replay")
+            page.click("[data-testid=timeline-live]")
+            expect(page.locator(".graph-panel h2")).to_contain_text("live")
+            expect(cards).to_have_count(3)
+            expect(page.locator("[data-testid=node-card][data-role=leader]")).to_have_count(1, timeout=20_000)
+            expect(page.locator("[data-testid=node-card][data-role=follower]")).to_have_count(2, timeout=20_000)
+            leader = leaders.first.get_attribute("data-node-id")
 
             # 2. A PUT from the page, read back with the CLI.
             page.select_option("[data-testid=kv-op]", "put")
@@ -195,6 +290,10 @@ def main() -> int:
             print(f"CLI members: {members}")
             assert any(m.get("id") == 4 and m.get("voter") for m in members), f"node 4 is not a voter: {members}"
             shot(page, "promoted")
+
+            f, _ = run_experiment(page, "grow", 90_000)
+            assert f["voters"] == "5" and f["quorum"] == "3", f"grow: {f}"
+            shot(page, "grow")
             browser.close()
         print("dashboard e2e: PASS")
         return 0

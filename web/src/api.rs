@@ -108,6 +108,32 @@ impl Node {
         call(USER, self.kv().put(request(msg, USER))).await
     }
 
+    /// A put without the previous value, with deadline `limit` (the load generator and the experiments).
+    pub async fn put_within(&self, key: &str, value: &str, limit: Duration) -> Result<pb::PutResponse> {
+        let msg = pb::PutRequest { key: key.into(), value: value.into(), prev_kv: false, lease: 0 };
+        call(limit, self.kv().put(request(msg, limit))).await
+    }
+
+    /// A get with deadline `limit`.
+    pub async fn get_within(&self, key: &str, serializable: bool, limit: Duration) -> Result<pb::GetResponse> {
+        let msg = pb::GetRequest { key: key.into(), serializable, revision: 0 };
+        call(limit, self.kv().get(request(msg, limit))).await
+    }
+
+    /// Every key in [`from`, `to`), linearizable.
+    pub async fn range(&self, from: &str, to: &str) -> Result<pb::RangeResponse> {
+        let msg = pb::RangeRequest {
+            key: from.into(),
+            range_end: to.into(),
+            limit: 0,
+            keys_only: false,
+            count_only: false,
+            serializable: false,
+            revision: 0,
+        };
+        call(USER, self.kv().range(request(msg, USER))).await
+    }
+
     pub async fn get(&self, key: &str, serializable: bool) -> Result<pb::GetResponse> {
         let msg = pb::GetRequest { key: key.into(), serializable, revision: 0 };
         call(USER, self.kv().get(request(msg, USER))).await

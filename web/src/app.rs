@@ -1,10 +1,12 @@
-//! The page layout: a header with the cluster summary, then the panels.
+//! The page layout: a header with the cluster summary; the lab (the graph, the load generator and its charts, the
+//! experiments, the timeline); then the detailed view (node cards, logs, console, history, events).
 
 use leptos::prelude::*;
 
 use crate::{
     components::{
-        event_log::EventLog, history::History, kv_console::KvConsole, raft_log::RaftLog, topology::Topology,
+        charts::Charts, event_log::EventLog, experiments::Experiments, graph::Graph, history::History,
+        kv_console::KvConsole, load::LoadPanel, raft_log::RaftLog, timeline::Timeline, topology::Topology,
         watch_panel::WatchPanel,
     },
     state::Dashboard,
@@ -41,6 +43,15 @@ pub fn App() -> impl IntoView {
             <span class="notice">{move || dash.notice.get().unwrap_or_default()}</span>
         </header>
         <main>
+            <div class="lab-top">
+                <Graph/>
+                <div class="column">
+                    <LoadPanel/>
+                    <Charts/>
+                </div>
+            </div>
+            <Experiments/>
+            <Timeline/>
             <Topology/>
             <RaftLog/>
             <div class="columns">

@@ -5,6 +5,7 @@
 //! - [`api`]: every call the page makes (gRPC-Web to each node, HTTP to the controller).
 //! - [`state`]: the reactive state and the loops that keep it live.
 //! - [`components`]: the panels.
+//! - [`lab`]: the learning lab's load generator and guided experiments.
 //!
 //! The page talks to every node directly and polls each on its own, so it keeps working — and shows the failure —
 //! when any node, including the one that answered last, dies.
@@ -12,5 +13,6 @@
 pub mod api;
 pub mod app;
 pub mod components;
+pub mod lab;
 pub mod model;
 pub mod state;

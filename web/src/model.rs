@@ -192,6 +192,24 @@ fn role_of(status: &pb::StatusResponse) -> RoleView {
     }
 }
 
+/// The Raft RPCs a node reports having sent to each peer.
+pub fn traffic_views(s: &pb::StatusResponse) -> Vec<TrafficView> {
+    s.peers
+        .iter()
+        .map(|p| TrafficView {
+            node_id: p.node_id,
+            append_entries: p.append_entries,
+            entries: p.entries,
+            votes: p.votes,
+            snapshot_chunks: p.snapshot_chunks,
+            failures: p.failures,
+            in_flight: p.in_flight,
+            millis_since_answer: p.has_answer.then_some(p.millis_since_answer),
+            last_error: p.last_error.clone(),
+        })
+        .collect()
+}
+
 /// One node's card from what we know about it.
 pub fn node_view(slot: &NodeSlot) -> NodeView {
     let process = slot.info.as_ref().and_then(|i| i.process);
@@ -242,21 +260,7 @@ pub fn node_view(slot: &NodeSlot) -> NodeView {
             timeout_max_ms: s.election_timeout_max_ms,
         }),
         quorum_ack_ms: (role == RoleView::Leader && s.millis_since_quorum_ack > 0).then_some(s.millis_since_quorum_ack),
-        traffic: s
-            .peers
-            .iter()
-            .map(|p| TrafficView {
-                node_id: p.node_id,
-                append_entries: p.append_entries,
-                entries: p.entries,
-                votes: p.votes,
-                snapshot_chunks: p.snapshot_chunks,
-                failures: p.failures,
-                in_flight: p.in_flight,
-                millis_since_answer: p.has_answer.then_some(p.millis_since_answer),
-                last_error: p.last_error.clone(),
-            })
-            .collect(),
+        traffic: traffic_views(&s),
         process,
         partitioned,
         note,

@@ -1,15 +1,23 @@
 //! The page's shared state (reactive signals) and the background loops that keep it live: discovery of the nodes,
-//! a Status poll per node, a log poll per node and one event stream per node. Each node is polled on its own, so
-//! one dead or frozen node never stalls the others.
+//! a Status poll per node (10 a second: the graph's messages and election timers come from it), a log poll per
+//! node, one event stream per node, and the samples of the cluster's past that the timeline replays. Each node is
+//! polled on its own, so one dead or frozen node never stalls the others.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use leptos::{prelude::*, task::spawn_local};
 use raftkv_proto::{self as pb, dashboard::NodeInfo};
 
 use crate::{
     api::{self, control, Node},
-    model::{self, ClusterView, NodeSlot, OpRecord, Outcome},
+    lab::{
+        load::{wall_ms, Load},
+        model::{messages_between, sample_of, Message, Sample},
+    },
+    model::{self, ClusterView, NodeSlot, OpRecord, Outcome, TrafficView},
 };
 
 /// Entries of each node's log shown in the grid.
@@ -18,11 +26,26 @@ pub const LOG_WIDTH: u32 = 24;
 const EVENT_CAP: usize = 600;
 /// Operations kept in the history.
 const HISTORY_CAP: usize = 1000;
-const STATUS_EVERY: Duration = Duration::from_millis(500);
+const STATUS_EVERY: Duration = Duration::from_millis(100);
+/// How long the graph shows a message flying.
+pub const MESSAGE_FLIGHT_MS: f64 = 450.0;
+/// The past the timeline can replay.
+pub const HISTORY_MS: f64 = 5.0 * 60_000.0;
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// Charts and the timeline redraw this often (the graph follows every Status answer).
+const TICK_EVERY: Duration = Duration::from_millis(250);
 const LOG_EVERY: Duration = Duration::from_millis(1000);
 const DISCOVER_EVERY: Duration = Duration::from_millis(1000);
 /// An event stream this quiet is reopened (it resumes after the last event seen).
 const EVENTS_QUIET: Duration = Duration::from_secs(30);
+
+/// A message the graph draws, from when it was seen.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Flying {
+    pub id: u64,
+    pub at: f64,
+    pub message: Message,
+}
 
 /// One event as the page keeps it: which node said it.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,6 +71,22 @@ pub struct Dashboard {
     /// The current event follower of each node URL (a loop whose token is no longer here stops).
     followers: StoredValue<BTreeMap<String, u64>>,
     pub cluster: Memo<ClusterView>,
+    /// The node clicked in the graph (or a log row): the panels that show one node show this one.
+    pub selected: RwSignal<Option<u64>>,
+    /// The moment the timeline's scrubber is at; None = now.
+    pub scrub: RwSignal<Option<f64>>,
+    /// Messages in flight in the graph.
+    pub messages: RwSignal<Vec<Flying>>,
+    next_message: StoredValue<u64>,
+    /// Each node's previous per-peer counters and when they were read, by URL.
+    last_traffic: StoredValue<BTreeMap<String, (f64, Vec<TrafficView>)>>,
+    /// Nodes with a Status call in flight (one at a time per node).
+    polling: StoredValue<BTreeSet<String>>,
+    /// The cluster every 100 ms, for the last [`HISTORY_MS`].
+    samples: StoredValue<Vec<Sample>>,
+    /// Bumped 4 times a second: what charts and the timeline redraw on.
+    pub tick: RwSignal<u64>,
+    pub load: Load,
 }
 
 /// `?nodes=URL,URL` in the page address: talk to these nodes, with no controller.
@@ -78,7 +117,21 @@ impl Dashboard {
             server_problem: RwSignal::new(None),
             followers: StoredValue::new(BTreeMap::new()),
             cluster: Memo::new(move |_| slots.with(|s| model::cluster_view(s))),
+            selected: RwSignal::new(None),
+            scrub: RwSignal::new(None),
+            messages: RwSignal::new(Vec::new()),
+            next_message: StoredValue::new(0),
+            last_traffic: StoredValue::new(BTreeMap::new()),
+            polling: StoredValue::new(BTreeSet::new()),
+            samples: StoredValue::new(Vec::new()),
+            tick: RwSignal::new(0),
+            load: Load::new(),
         }
+    }
+
+    /// Reads the recorded samples of the cluster's past (oldest first).
+    pub fn with_samples<T>(&self, f: impl FnOnce(&[Sample]) -> T) -> T {
+        self.samples.with_value(|s| f(s))
     }
 
     /// Starts the background loops; call once.
@@ -92,8 +145,30 @@ impl Dashboard {
         });
         spawn_local(async move {
             loop {
-                self.poll_status().await;
+                self.poll_status();
                 gloo_timers::future::sleep(STATUS_EVERY).await;
+            }
+        });
+        spawn_local(async move {
+            loop {
+                let now = wall_ms();
+                let sample = self.cluster.with_untracked(|c| sample_of(now, c));
+                self.samples.update_value(|s| {
+                    let old = s.partition_point(|x| x.at < now - HISTORY_MS);
+                    s.drain(..old);
+                    s.push(sample);
+                });
+                gloo_timers::future::sleep(SAMPLE_EVERY).await;
+            }
+        });
+        spawn_local(async move {
+            loop {
+                gloo_timers::future::sleep(TICK_EVERY).await;
+                let now = wall_ms();
+                if self.messages.with_untracked(|m| m.iter().any(|f| now - f.at > MESSAGE_FLIGHT_MS)) {
+                    self.messages.update(|m| m.retain(|f| now - f.at <= MESSAGE_FLIGHT_MS));
+                }
+                self.tick.update(|t| *t += 1);
             }
         });
         spawn_local(async move {
@@ -147,22 +222,57 @@ impl Dashboard {
         }
     }
 
-    async fn poll_status(self) {
-        let polls = self.urls().into_iter().map(|url| async move {
-            let r = Node::new(url.clone()).status().await;
-            self.slots.update(|slots| {
-                if let Some(s) = slots.iter_mut().find(|s| s.url == url) {
-                    match r {
-                        Ok(st) => {
-                            s.status = Some(st);
-                            s.error = None;
-                        }
-                        Err(e) => s.error = Some(e.to_string()),
-                    }
+    /// Starts a Status call to every node that has none in flight: a node that does not answer holds up only its
+    /// own polls.
+    fn poll_status(self) {
+        for url in self.urls() {
+            if !self.polling.try_update_value(|p| p.insert(url.clone())).unwrap_or(false) {
+                continue;
+            }
+            spawn_local(async move {
+                let r = Node::new(url.clone()).status().await;
+                if let Ok(st) = &r {
+                    self.note_traffic(&url, st);
                 }
+                self.slots.update(|slots| {
+                    if let Some(s) = slots.iter_mut().find(|s| s.url == url) {
+                        match r {
+                            Ok(st) => {
+                                s.status = Some(st);
+                                s.error = None;
+                            }
+                            Err(e) => s.error = Some(e.to_string()),
+                        }
+                    }
+                });
+                self.polling.update_value(|p| {
+                    p.remove(&url);
+                });
             });
+        }
+    }
+
+    /// Turns the change in a node's per-peer counters since its last answer into messages for the graph.
+    fn note_traffic(self, url: &str, st: &pb::StatusResponse) {
+        let now = wall_ms();
+        let traffic = model::traffic_views(st);
+        let before =
+            self.last_traffic.try_update_value(|t| t.insert(url.to_string(), (now, traffic.clone()))).flatten();
+        let Some((then, before)) = before else { return };
+        let fresh = messages_between(st.id, &before, &traffic, now - then);
+        if fresh.is_empty() {
+            return;
+        }
+        let first = self.next_message.get_value();
+        self.next_message.set_value(first + fresh.len() as u64);
+        self.messages.update(|m| {
+            m.retain(|f| now - f.at <= MESSAGE_FLIGHT_MS);
+            m.extend(fresh.into_iter().enumerate().map(|(i, message)| Flying {
+                id: first + i as u64,
+                at: now,
+                message,
+            }));
         });
-        futures::future::join_all(polls).await;
     }
 
     async fn poll_logs(self) {
@@ -219,6 +329,18 @@ impl Dashboard {
                 gloo_timers::future::sleep(Duration::from_secs(1)).await;
             }
         });
+    }
+
+    /// Asks the page's server to act on node `id`'s process, and shows the node's new state at once (rather than at
+    /// the next discovery).
+    pub async fn act(&self, id: u64, action: pb::dashboard::NodeAction) -> api::Result<NodeInfo> {
+        let info = control::act(id, action).await?;
+        self.slots.update(|slots| {
+            if let Some(s) = slots.iter_mut().find(|s| s.url == info.url) {
+                s.info = Some(info.clone());
+            }
+        });
+        Ok(info)
     }
 
     /// The URL to send a request to: the chosen node, or the leader, or the first node that answers.

@@ -22,7 +22,7 @@ fn kind_label(kind: i32) -> &'static str {
     }
 }
 
-fn clock(unix_millis: i64) -> String {
+pub fn clock(unix_millis: i64) -> String {
     let d = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(unix_millis as f64));
     format!("{:02}:{:02}:{:02}.{:03}", d.get_hours(), d.get_minutes(), d.get_seconds(), d.get_milliseconds())
 }

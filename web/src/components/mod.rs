@@ -1,10 +1,15 @@
 //! The dashboard's panels, one file each.
 
+pub mod charts;
 pub mod event_log;
+pub mod experiments;
+pub mod graph;
 pub mod history;
 pub mod kv_console;
+pub mod load;
 pub mod node_card;
 pub mod raft_log;
+pub mod timeline;
 pub mod topology;
 pub mod watch_panel;
 

@@ -68,6 +68,7 @@ pub fn NodeCard(url: String) -> impl IntoView {
         <div
             class=move || format!("card {}", role().class())
             class:stale=move || view_of.with(|v| v.as_ref().is_some_and(|v| v.stale))
+            class:selected=move || id().is_some() && dash.selected.get() == id()
             data-testid="node-card"
             data-node-id=move || id().map(|i| i.to_string()).unwrap_or_default()
             data-role=move || role().class()

@@ -14,7 +14,8 @@ use crate::{
 pub fn RaftLog() -> impl IntoView {
     let dash = expect_context::<Dashboard>();
     let grid = Memo::new(move |_| dash.logs.with(|l| log_grid(l, LOG_WIDTH as usize)));
-    let chosen = RwSignal::new(None::<u64>);
+    // The node clicked here or in the graph.
+    let chosen = dash.selected;
     let shown = move || {
         chosen.get().or_else(|| dash.cluster.with(|c| c.leader)).or_else(|| grid.with(|g| g.rows.first().map(|r| r.0)))
     };
