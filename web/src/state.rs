@@ -152,7 +152,8 @@ impl Dashboard {
         spawn_local(async move {
             loop {
                 let now = wall_ms();
-                let sample = self.cluster.with_untracked(|c| sample_of(now, c));
+                let last_term = self.samples.with_value(|s| s.last().map_or(0, |s| s.term));
+                let sample = self.cluster.with_untracked(|c| sample_of(now, c, last_term));
                 self.samples.update_value(|s| {
                     let old = s.partition_point(|x| x.at < now - HISTORY_MS);
                     s.drain(..old);

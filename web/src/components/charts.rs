@@ -19,7 +19,8 @@ const W: f64 = 560.0;
 const H: f64 = 150.0;
 const PAD_L: f64 = 46.0;
 const PAD_B: f64 = 18.0;
-/// A spell this long without an acknowledged write, while the generator runs, is shaded as a gap.
+/// A spell this long without an acknowledged write, while the generator runs, is shaded as a gap — or three
+/// intervals of a rate-limited generator, if longer.
 const GAP_MS: f64 = 300.0;
 
 /// The commit chart spans two columns: twice as wide, same height and text size.
@@ -64,6 +65,8 @@ pub fn Charts() -> impl IntoView {
     });
     let data = Memo::new(move |_| {
         let (from, to) = window.get();
+        let rate = load.config.with(|c| c.rate);
+        let min_gap = if rate > 0 { GAP_MS.max(3000.0 / f64::from(rate)) } else { GAP_MS };
         load.with_records(|r| {
             let b = buckets(r, from, to, 1000.0);
             let mut g = Vec::new();
@@ -72,7 +75,7 @@ pub fn Charts() -> impl IntoView {
                 // A gap also runs from the start of the load, or to now, with no acknowledgement at all.
                 acks.insert(0, a);
                 acks.push(z);
-                g.extend(gaps(&acks, GAP_MS));
+                g.extend(gaps(&acks, min_gap));
             }
             let longest = g.iter().copied().max_by(|x, y| (x.1 - x.0).total_cmp(&(y.1 - y.0)));
             (b, g, longest)
@@ -139,8 +142,8 @@ pub fn Charts() -> impl IntoView {
     let commits = move || {
         let (from, to) = window.get();
         dash.with_samples(|s| {
-            let start = s.partition_point(|x| x.at < from);
-            let s = &s[start..];
+            // When replaying, nothing after the scrubbed moment.
+            let s = &s[s.partition_point(|x| x.at < from)..s.partition_point(|x| x.at <= to)];
             let ids: std::collections::BTreeSet<u64> = s.iter().flat_map(|x| x.nodes.iter().map(|n| n.id)).collect();
             let lo = s.iter().flat_map(|x| x.nodes.iter().map(|n| n.commit)).min().unwrap_or(0) as f64;
             let hi = s.iter().flat_map(|x| x.nodes.iter().map(|n| n.commit)).max().unwrap_or(0) as f64;

@@ -109,9 +109,14 @@ pub fn Graph() -> impl IntoView {
             }),
         }
     });
-    let position = move |id: u64| drawn.with(|d| d.iter().find(|n| n.id == id).map(|n| (n.x, n.y)));
+    // Where the nodes are and what the links look like: unlike `drawn`, unchanged by the election timers, so the
+    // links and messages are not redrawn on every Status answer.
+    let layout = Memo::new(move |_| {
+        drawn.with(|d| d.iter().map(|n| Drawn { timer_left: None, term: 0, ..n.clone() }).collect::<Vec<_>>())
+    });
+    let position = move |id: u64| layout.with(|d| d.iter().find(|n| n.id == id).map(|n| (n.x, n.y)));
     let links = move || {
-        let d = drawn.get();
+        let d = layout.get();
         let mut out = Vec::new();
         for (i, a) in d.iter().enumerate() {
             for b in &d[i + 1..] {

@@ -19,7 +19,6 @@ pub fn LoadPanel() -> impl IntoView {
         let t = target.get();
         load.config.update(|c| c.target = t);
     });
-    let number = move |ev: leptos::ev::Event| event_target_value(&ev).trim().parse::<u32>().ok();
     let totals = move || {
         dash.tick.track();
         let now = wall_ms();
@@ -47,38 +46,29 @@ pub fn LoadPanel() -> impl IntoView {
         <section class="load">
             <h2>"Load"</h2>
             <form on:submit=|ev| ev.prevent_default()>
-                <label>
-                    "writes/s "
-                    <input
-                        type="number"
-                        min="0"
-                        size="6"
-                        data-testid="load-rate"
-                        prop:value=move || load.config.with(|c| c.rate.to_string())
-                        on:change=move |ev| {
-                            if let Some(v) = number(ev) {
-                                load.config.update(|c| c.rate = v)
-                            }
+                <NumberField
+                    label="writes/s "
+                    hint=" (0 = as fast as they are acknowledged)"
+                    testid="load-rate"
+                    range=(0, 1_000_000)
+                    get=move || load.config.with(|c| c.rate)
+                    set=move |v| load.config.update(|c| c.rate = v)
+                />
+                <NumberField
+                    label="in flight "
+                    hint=""
+                    testid="load-in-flight"
+                    range=(1, 256)
+                    get=move || load.config.with(|c| c.in_flight)
+                    set=move |v| {
+                        load.config.update(|c| c.in_flight = v);
+                        // The number of writers is fixed when the generator starts.
+                        if load.running.get_untracked() {
+                            load.stop();
+                            load.start(dash);
                         }
-                    />
-                    " (0 = as fast as they are acknowledged)"
-                </label>
-                <label>
-                    "in flight "
-                    <input
-                        type="number"
-                        min="1"
-                        max="256"
-                        size="4"
-                        data-testid="load-in-flight"
-                        prop:value=move || load.config.with(|c| c.in_flight.to_string())
-                        on:change=move |ev| {
-                            if let Some(v) = number(ev) {
-                                load.config.update(|c| c.in_flight = v.clamp(1, 256))
-                            }
-                        }
-                    />
-                </label>
+                    }
+                />
                 <NodeSelect auto_label="to: the leader" choice=target/>
                 <button
                     type="button"
@@ -95,5 +85,35 @@ pub fn LoadPanel() -> impl IntoView {
             </form>
             <div class="load-totals" data-testid="load-totals">{totals}</div>
         </section>
+    }
+}
+
+/// A labelled number input, clamped to `range`; a value that is not a number is ignored.
+#[component]
+fn NumberField(
+    label: &'static str,
+    hint: &'static str,
+    testid: &'static str,
+    range: (u32, u32),
+    get: impl Fn() -> u32 + Send + Sync + 'static,
+    set: impl Fn(u32) + 'static,
+) -> impl IntoView {
+    view! {
+        <label>
+            {label}
+            <input
+                type="number"
+                min=range.0
+                max=range.1
+                data-testid=testid
+                prop:value=move || get().to_string()
+                on:change=move |ev| {
+                    if let Ok(v) = event_target_value(&ev).trim().parse::<u32>() {
+                        set(v.clamp(range.0, range.1))
+                    }
+                }
+            />
+            {hint}
+        </label>
     }
 }

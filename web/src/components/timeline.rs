@@ -74,7 +74,20 @@ pub fn Timeline() -> impl IntoView {
                             .collect_view()
                     });
                     view! {
-                        <g class="lane" class:selected=selected on:click=move |_| dash.selected.set(Some(id))>
+                        <g
+                            class="lane"
+                            class:selected=selected
+                            tabindex="0"
+                            role="button"
+                            aria-label=format!("select node {id}")
+                            on:click=move |_| dash.selected.set(Some(id))
+                            on:keydown=move |ev| {
+                                if ev.key() == "Enter" || ev.key() == " " {
+                                    ev.prevent_default();
+                                    dash.selected.set(Some(id));
+                                }
+                            }
+                        >
                             <text class="lane-name" x=4.0 y=y + LANE / 2.0 + 4.0>{format!("node {id}")}</text>
                             {segments}
                             {ticks}
@@ -101,7 +114,7 @@ pub fn Timeline() -> impl IntoView {
     let scrub = move |ev: leptos::ev::Event| {
         let v: f64 = event_target_value(&ev).parse().unwrap_or(1000.0);
         let (from, to) = range.get_untracked();
-        dash.scrub.set((v < 999.0).then(|| from + v / 1000.0 * (to - from)));
+        dash.scrub.set((v < 1000.0).then(|| from + v / 1000.0 * (to - from)));
     };
     view! {
         <section class="timeline">

@@ -20,7 +20,7 @@ use raftkv_proto::{
 use crate::{
     api::{self, control, Node},
     lab::{
-        load::wall_ms,
+        load::{wall_ms, LoadConfig},
         model::{ack_times, leader_claim, leaders_by_term, outage, show_ms, LeaderClaim},
     },
     model::{failure_outcome, NodeView, Outcome, RoleView},
@@ -235,13 +235,14 @@ impl Run {
         }
         for n in self.nodes() {
             let Some(id) = n.id else { continue };
-            let fix = match (n.process, n.partitioned) {
-                (Some(ProcessState::Down), _) => Some(NodeAction::Restart),
-                (Some(ProcessState::Paused), _) => Some(NodeAction::Resume),
-                (_, true) => Some(NodeAction::Heal),
+            let process = match n.process {
+                Some(ProcessState::Down) => Some(NodeAction::Restart),
+                Some(ProcessState::Paused) => Some(NodeAction::Resume),
                 _ => None,
             };
-            if let Some(action) = fix {
+            // A partition is the controller's desired state: it outlives restarts, so it is healed as well.
+            let partition = n.partitioned.then_some(NodeAction::Heal);
+            for action in [process, partition].into_iter().flatten() {
                 self.say(format!("first mending node {id}: {}", action.as_str()));
                 self.act(id, action).await?;
             }
@@ -322,6 +323,38 @@ impl Run {
     }
 }
 
+/// The load generator taken over by an experiment: with `config` (or stopped, with None) until dropped, then
+/// back to what it was doing, however the experiment ends.
+struct LoadOverride {
+    dash: Dashboard,
+    saved: LoadConfig,
+    was_running: bool,
+}
+
+impl LoadOverride {
+    fn new(dash: Dashboard, config: Option<LoadConfig>) -> Self {
+        let load = dash.load;
+        let this = Self { dash, saved: load.config.get_untracked(), was_running: load.running.get_untracked() };
+        load.stop();
+        if let Some(c) = config {
+            load.config.set(c);
+            load.start(dash);
+        }
+        this
+    }
+}
+
+impl Drop for LoadOverride {
+    fn drop(&mut self) {
+        let load = self.dash.load;
+        load.stop();
+        load.config.set(self.saved.clone());
+        if self.was_running {
+            load.start(self.dash);
+        }
+    }
+}
+
 /// Runs one experiment to its report.
 pub async fn run(which: Experiment, run: Run) -> Result<Report> {
     match which {
@@ -339,12 +372,9 @@ async fn kill_leader(run: Run) -> Result<Report> {
     let old = run.whole().await?;
     let old_term = run.node(old).map_or(0, |n| n.term);
     let load = run.dash.load;
-    let started_load = !load.running.get_untracked();
     let first_seq = load.next_seq();
-    if started_load {
-        run.say("starting the load generator (4 writes in flight, to the leader)");
-        load.start(run.dash);
-    }
+    run.say("running the load generator: 4 writes in flight, to the leader");
+    let own_load = LoadOverride::new(run.dash, Some(LoadConfig { rate: 0, in_flight: 4, target: String::new() }));
     let before = wall_ms();
     run.until("two seconds of acknowledged writes", Duration::from_secs(20), || {
         let acks = load.with_records(|r| ack_times(r, before, wall_ms()));
@@ -357,7 +387,9 @@ async fn kill_leader(run: Run) -> Result<Report> {
     let killed_at = wall_ms();
     let new = run.until("a new leader", Duration::from_secs(20), || run.leader().filter(|&l| l != old)).await?;
     let seen_at = wall_ms();
-    let elected_at = run.became_leader_at(new, old_term).filter(|&t| t >= killed_at).unwrap_or(seen_at);
+    // The new leader's own event says when it won; the polls only see it up to 100 ms later.
+    let event_at = run.became_leader_at(new, old_term).filter(|&t| t >= killed_at);
+    let elected_at = event_at.unwrap_or(seen_at);
     run.say(format!("node {new} leads"));
     let resumed = run
         .until("an acknowledged write sent after the kill", Duration::from_secs(20), || {
@@ -366,18 +398,21 @@ async fn kill_leader(run: Run) -> Result<Report> {
         .await?;
     run.say("writes resumed; two more seconds of them");
     gloo_timers::future::sleep(Duration::from_secs(2)).await;
-    if started_load {
-        load.stop();
-    }
+    load.stop();
     let last_seq = load.next_seq();
     load.settled(last_seq, Duration::from_secs(5)).await;
+    drop(own_load);
     // The gap around the kill: the last acknowledgement before it to the first of a write sent after it.
     let last_before = load.with_records(|r| outage(r, killed_at).0).unwrap_or(killed_at);
     let gap = resumed - last_before;
     let url = run.url(new)?;
     run.say(format!("reading back writes {first_seq}–{} from node {new}", last_seq.saturating_sub(1)));
     let (acked, lost, unknown, applied) = run.read_back(&url, first_seq, last_seq).await?;
-    report.figure(format!("new leader: node {new}, {} after the kill", show_ms(elected_at - killed_at)));
+    report.figure(format!(
+        "new leader: node {new}, {} after the kill{}",
+        show_ms(elected_at - killed_at),
+        if event_at.is_some() { "" } else { " (as the page's polls saw it: its event had not arrived)" }
+    ));
     report.figure(format!("first acknowledged write sent after the kill: {} after it", show_ms(resumed - killed_at)));
     report
         .figure(format!("writes stopped for {} (the last acknowledgement before the kill to that one)", show_ms(gap)));
@@ -409,6 +444,8 @@ async fn log_tail(url: &str, above: u64) -> Result<(u64, Vec<(u64, u64)>)> {
 async fn partition_leader(run: Run) -> Result<Report> {
     let mut report = Report::default();
     let old = run.whole().await?;
+    // No other writes: the old leader's log tail must show only the minority's entries.
+    let _no_load = LoadOverride::new(run.dash, None);
     let old_term = run.node(old).map_or(0, |n| n.term);
     let old_url = run.url(old)?;
     run.say(format!("cutting node {old} (leader in term {old_term}) off from its peers"));
@@ -503,12 +540,15 @@ async fn partition_leader(run: Run) -> Result<Report> {
     report.data("replaced", replaced);
     report.data("kept", kept);
     report.data("new-leader", new);
-    report.passed = acknowledged == 0 && present == 0 && replaced + kept == uncommitted.len();
+    report.passed =
+        acknowledged == 0 && present == 0 && !uncommitted.is_empty() && replaced + kept == uncommitted.len();
     Ok(report)
 }
 
 async fn split_brain(run: Run) -> Result<Report> {
     let mut report = Report::default();
+    // Under load, snapshot and purge events could push the leaders' claims out of the page's event buffer.
+    let _no_load = LoadOverride::new(run.dash, None);
     let since = wall_ms();
     for round in 1..=3 {
         let leader = run.whole().await?;
@@ -549,6 +589,7 @@ async fn split_brain(run: Run) -> Result<Report> {
 
 async fn lose_quorum(run: Run) -> Result<Report> {
     let mut report = Report::default();
+    let _no_load = LoadOverride::new(run.dash, None);
     let leader = run.whole().await?;
     let url = run.url(leader)?;
     let key = format!("lab/quorum/{}", wall_ms() as u64);
@@ -635,65 +676,62 @@ async fn lose_quorum(run: Run) -> Result<Report> {
 
 async fn snapshot_catch_up(run: Run) -> Result<Report> {
     let mut report = Report::default();
-    let leader = run.whole().await?;
+    // Quiet while the follower stops, so its last answer shows all it had.
+    let _quiet = LoadOverride::new(run.dash, None);
+    run.whole().await?;
     let follower =
         run.nodes().iter().filter(|n| n.role == RoleView::Follower).find_map(|n| n.id).ok_or("no follower to stop")?;
     run.say(format!("stopping node {follower}"));
     run.act(follower, NodeAction::Stop).await?;
-    let stopped_at =
+    let stopped =
         run.until("it to be down", Duration::from_secs(15), || run.node(follower).filter(|n| n.stale)).await?;
-    let had = stopped_at.last_log_index;
-    let chunks_before = |id: u64| {
-        run.node(leader)
-            .and_then(|l| l.traffic.iter().find(|t| t.node_id == id).map(|t| t.snapshot_chunks))
+    // Its last answer before the stop: it may have had a little more, never less.
+    let had = stopped.last_log_index;
+    let leader_view = || run.leader().and_then(|l| run.node(l));
+    run.say(format!("node {follower} has the log up to {had}; writing until the leader purges past it"));
+    let purged = {
+        let _writes = LoadOverride::new(run.dash, Some(LoadConfig { rate: 0, in_flight: 16, target: String::new() }));
+        run.until("the leader to purge its log past the stopped follower", Duration::from_secs(180), || {
+            leader_view().map(|l| l.purged_index).filter(|&p| p > had + 1)
+        })
+        .await?
+    };
+    let leader = leader_view().ok_or("no leader")?;
+    let leader_id = leader.id.ok_or("the leader has no id")?;
+    let chunks_sent = || {
+        run.node(leader_id)
+            .and_then(|l| l.traffic.iter().find(|t| t.node_id == follower).map(|t| t.snapshot_chunks))
             .unwrap_or(0)
     };
-    let chunks0 = chunks_before(follower);
-    let load = run.dash.load;
-    let was_running = load.running.get_untracked();
-    let saved = load.config.get_untracked();
-    load.stop();
-    load.config.update(|c| {
-        c.in_flight = 16;
-        c.rate = 0;
-        c.target = String::new();
-    });
-    run.say(format!("node {follower} has the log up to {had}; writing until the leader purges past it"));
-    load.start(run.dash);
-    let purged = run
-        .until("the leader to purge its log past the stopped follower", Duration::from_secs(180), || {
-            run.node(leader).map(|l| l.purged_index).filter(|&p| p > had)
-        })
-        .await;
-    load.stop();
-    load.config.set(saved);
-    if was_running {
-        load.start(run.dash);
-    }
-    let purged = purged?;
-    let leader_view = run.node(leader).ok_or("the leader left the page")?;
-    run.say(format!("the leader's log now starts after {purged}; restarting node {follower}"));
+    let chunks_before = chunks_sent();
+    run.say(format!("node {leader_id}'s log now starts after {purged}; restarting node {follower}"));
     let restarted_at = wall_ms();
     run.act(follower, NodeAction::Restart).await?;
     let caught = run
         .until("the follower to install a snapshot and catch up", Duration::from_secs(60), || {
-            run.node(follower)
-                .filter(|n| !n.stale && n.snapshot_index > had && n.last_log_index >= leader_view.commit_index)
+            run.node(follower).filter(|n| !n.stale && n.snapshot_index > had && n.last_log_index >= leader.commit_index)
         })
         .await?;
-    let chunks = chunks_before(follower).saturating_sub(chunks0);
+    let took = wall_ms() - restarted_at;
+    // The chunk counter reaches the page with the leader's next Status answer.
+    let chunks = run
+        .until("the leader's count of snapshot chunks sent", Duration::from_secs(2), || {
+            Some(chunks_sent().saturating_sub(chunks_before)).filter(|&c| c > 0)
+        })
+        .await
+        .unwrap_or(0);
     report.figure(format!("node {follower} stopped with its log up to index {had}"));
-    report.figure(format!("the leader snapshotted and purged its log up to index {purged}"));
+    report.figure(format!("the leader, node {leader_id}, snapshotted and purged its log up to index {purged}"));
     report.figure(format!(
         "on restart node {follower} received a snapshot ({chunks} chunk{}) up to index {}; its log jumped from {had} to {} in {}",
         if chunks == 1 { "" } else { "s" },
         caught.snapshot_index,
         caught.last_log_index,
-        show_ms(wall_ms() - restarted_at)
+        show_ms(took)
     ));
     report.data("snapshot-index", caught.snapshot_index);
     report.data("chunks", chunks);
-    report.passed = caught.snapshot_index > had;
+    report.passed = caught.snapshot_index > had && chunks > 0;
     Ok(report)
 }
 
@@ -731,7 +769,7 @@ async fn grow(run: Run) -> Result<Report> {
         "promoted: voters {voters_before} → {voters_after}, a majority is {} → {} (tolerates {} → {} failures)",
         majority(voters_before),
         majority(voters_after),
-        voters_before - majority(voters_before),
+        voters_before.saturating_sub(majority(voters_before)),
         voters_after.saturating_sub(majority(voters_after))
     ));
     report.data("voters", voters_after);

@@ -93,7 +93,8 @@ pub fn messages_between(from: u64, before: &[TrafficView], after: &[TrafficView]
         }
         if votes > 0 {
             push(MessageKind::VoteRequest, from, a.node_id);
-            if a.millis_since_answer.is_some_and(|ms| (ms as f64) < dt_ms) && !lost {
+            // Answered since the last sample (and recently: after a missed poll the interval is long).
+            if a.millis_since_answer.is_some_and(|ms| (ms as f64) < dt_ms.min(250.0)) && !lost {
                 push(MessageKind::VoteAnswer, a.node_id, from);
             }
         }
@@ -247,16 +248,17 @@ pub struct NodeMark {
 pub struct Sample {
     pub at: f64,
     pub leader: Option<u64>,
-    /// The leader's term, or the highest term of an answering node when there is no leader.
+    /// The term of the last leader seen (a cut-off candidate's higher term is not the cluster's).
     pub term: u64,
     pub nodes: Vec<NodeMark>,
 }
 
-pub fn sample_of(at: f64, c: &ClusterView) -> Sample {
+/// The cluster at `at`; `last_term` is the previous sample's term, kept while there is no leader.
+pub fn sample_of(at: f64, c: &ClusterView, last_term: u64) -> Sample {
     Sample {
         at,
         leader: c.leader,
-        term: c.leader_term.unwrap_or(c.term),
+        term: c.leader_term.unwrap_or(last_term),
         nodes: c
             .nodes
             .iter()
@@ -291,24 +293,32 @@ pub struct Span<T> {
 /// Merges consecutive samples with the same value into spans; the last span ends at `now`.
 pub fn spans<T: PartialEq + Clone>(samples: &[Sample], now: f64, value: impl Fn(&Sample) -> Option<T>) -> Vec<Span<T>> {
     let mut out: Vec<Span<T>> = Vec::new();
+    // Whether the last span is still running (a sample without a value ends it).
+    let mut open = false;
     for s in samples {
-        let v = value(s);
-        if let Some(last) = out.last_mut() {
-            last.to = s.at;
+        if open {
+            if let Some(last) = out.last_mut() {
+                last.to = s.at;
+            }
         }
-        match (v, out.last()) {
-            (Some(v), Some(last)) if last.value == v => {}
-            (Some(v), _) => out.push(Span { from: s.at, to: s.at, value: v }),
-            (None, _) => {}
+        match value(s) {
+            Some(v) if open && out.last().is_some_and(|l| l.value == v) => {}
+            Some(v) => {
+                out.push(Span { from: s.at, to: s.at, value: v });
+                open = true;
+            }
+            None => open = false,
         }
     }
-    if let Some(last) = out.last_mut() {
-        last.to = last.to.max(now);
+    if open {
+        if let Some(last) = out.last_mut() {
+            last.to = last.to.max(now);
+        }
     }
     out
 }
 
-/// The moments the cluster's term went up (each is an election that someone started).
+/// The moments a leader of a higher term appeared: the elections that someone won.
 pub fn term_changes(samples: &[Sample]) -> Vec<(f64, u64)> {
     samples.windows(2).filter(|w| w[1].term > w[0].term).map(|w| (w[1].at, w[1].term)).collect()
 }
@@ -506,6 +516,12 @@ mod tests {
             ]
         );
         assert_eq!(term_changes(&s), vec![(200.0, 2)]);
+        // A node missing from a sample (not on the page then) breaks its lane.
+        let mut gap = s.to_vec();
+        gap[1].nodes.retain(|n| n.id != 2);
+        let node2 = spans(&gap, 400.0, |s| s.nodes.iter().find(|n| n.id == 2).map(|n| n.role));
+        assert_eq!(node2[0], Span { from: 0.0, to: 100.0, value: Follower });
+        assert_eq!(node2[1], Span { from: 200.0, to: 300.0, value: Candidate });
         assert_eq!(sample_at(&s, 250.0).map(|s| s.at), Some(200.0));
         assert_eq!(sample_at(&s, -1.0), None);
     }
