@@ -228,6 +228,12 @@ def main() -> int:
             expect(graph.locator("[data-node-id]")).not_to_have_count(0)
             shot(page, "timeline-replay")
             page.click("[data-testid=timeline-live]")
+            # Readable at 1280 px: nothing wider than the window.
+            page.set_viewport_size({"width": 1280, "height": 1000})
+            wait_until("the page to fit 1280 px", lambda: page.evaluate("document.documentElement.scrollWidth") <= 1280,
+                       timeout=10)
+            shot(page, "at-1280px")
+            page.set_viewport_size({"width": 1500, "height": 1100})
             expect(page.locator(".graph-panel h2")).to_contain_text("live")
             expect(cards).to_have_count(3)
             expect(page.locator("[data-testid=node-card][data-role=leader]")).to_have_count(1, timeout=20_000)
