@@ -122,21 +122,24 @@ impl Node {
 
     /// Every key in [`from`, `to`), linearizable.
     pub async fn range(&self, from: &str, to: &str) -> Result<pb::RangeResponse> {
-        let msg = pb::RangeRequest {
-            key: from.into(),
-            range_end: to.into(),
-            limit: 0,
-            keys_only: false,
-            count_only: false,
-            serializable: false,
-            revision: 0,
-        };
+        self.range_of(from.into(), to.into(), false, 0).await
+    }
+
+    /// Up to `limit` keys (0 = all) in [`key`, `range_end`).
+    async fn range_of(
+        &self,
+        key: Vec<u8>,
+        range_end: Vec<u8>,
+        serializable: bool,
+        limit: i64,
+    ) -> Result<pb::RangeResponse> {
+        let msg =
+            pb::RangeRequest { key, range_end, limit, keys_only: false, count_only: false, serializable, revision: 0 };
         call(USER, self.kv().range(request(msg, USER))).await
     }
 
     pub async fn get(&self, key: &str, serializable: bool) -> Result<pb::GetResponse> {
-        let msg = pb::GetRequest { key: key.into(), serializable, revision: 0 };
-        call(USER, self.kv().get(request(msg, USER))).await
+        self.get_within(key, serializable, USER).await
     }
 
     pub async fn delete(&self, key: &str) -> Result<pb::DeleteResponse> {
@@ -145,16 +148,7 @@ impl Node {
     }
 
     pub async fn scan(&self, prefix: &str, serializable: bool, limit: i64) -> Result<pb::RangeResponse> {
-        let msg = pb::RangeRequest {
-            key: prefix.into(),
-            range_end: pb::prefix_end(prefix.as_bytes()),
-            limit,
-            keys_only: false,
-            count_only: false,
-            serializable,
-            revision: 0,
-        };
-        call(USER, self.kv().range(request(msg, USER))).await
+        self.range_of(prefix.into(), pb::prefix_end(prefix.as_bytes()), serializable, limit).await
     }
 
     /// Watches every key under `prefix` from now on.

@@ -15,7 +15,7 @@ use crate::{
     api::{self, control, Node},
     lab::{
         load::{wall_ms, Load},
-        model::{messages_between, sample_of, Message, Sample},
+        model::{leader_claim, messages_between, sample_of, LeaderClaim, Message, Sample},
     },
     model::{self, ClusterView, NodeSlot, OpRecord, Outcome, TrafficView},
 };
@@ -53,6 +53,13 @@ pub struct SeenEvent {
     pub node: String,
     pub node_id: Option<u64>,
     pub event: pb::NodeEvent,
+}
+
+impl SeenEvent {
+    /// What the event says about leadership, if anything.
+    pub fn leader_claim(&self) -> Option<LeaderClaim> {
+        leader_claim(pb::EventKind::try_from(self.event.kind).unwrap_or_default(), &self.event.message)
+    }
 }
 
 #[derive(Clone, Copy)]

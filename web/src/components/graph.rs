@@ -256,12 +256,7 @@ fn GraphNode(id: u64, drawn: Memo<Vec<Drawn>>) -> impl IntoView {
             role="button"
             aria-label=label
             on:click=move |_| select()
-            on:keydown=move |ev| {
-                if ev.key() == "Enter" || ev.key() == " " {
-                    ev.prevent_default();
-                    select();
-                }
-            }
+            on:keydown=super::on_activate(select)
         >
             <title>{label}</title>
             <circle class="select-ring" r=TIMER_R + 7.0></circle>

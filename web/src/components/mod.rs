@@ -17,6 +17,16 @@ use leptos::prelude::*;
 
 use crate::state::Dashboard;
 
+/// A keyboard handler that does `act` on Enter or Space, as a button would (for SVG elements made focusable).
+pub fn on_activate(act: impl Fn() + 'static) -> impl Fn(leptos::ev::KeyboardEvent) + 'static {
+    move |ev| {
+        if ev.key() == "Enter" || ev.key() == " " {
+            ev.prevent_default();
+            act();
+        }
+    }
+}
+
 /// A `<select>` of the nodes on the page, with a first "automatic" choice (value "").
 #[component]
 pub fn NodeSelect(#[prop(into)] auto_label: String, choice: RwSignal<String>) -> impl IntoView {

@@ -81,12 +81,7 @@ pub fn Timeline() -> impl IntoView {
                             role="button"
                             aria-label=format!("select node {id}")
                             on:click=move |_| dash.selected.set(Some(id))
-                            on:keydown=move |ev| {
-                                if ev.key() == "Enter" || ev.key() == " " {
-                                    ev.prevent_default();
-                                    dash.selected.set(Some(id));
-                                }
-                            }
+                            on:keydown=crate::components::on_activate(move || dash.selected.set(Some(id)))
                         >
                             <text class="lane-name" x=4.0 y=y + LANE / 2.0 + 4.0>{format!("node {id}")}</text>
                             {segments}

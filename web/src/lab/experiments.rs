@@ -12,16 +12,13 @@ use std::{
 };
 
 use leptos::prelude::*;
-use raftkv_proto::{
-    dashboard::{NodeAction, ProcessState},
-    EventKind,
-};
+use raftkv_proto::dashboard::{NodeAction, ProcessState};
 
 use crate::{
     api::{self, control, Node},
     lab::{
         load::{wall_ms, LoadConfig},
-        model::{ack_times, leader_claim, leaders_by_term, outage, show_ms, LeaderClaim},
+        model::{ack_times, leaders_by_term, outage, show_ms, LeaderClaim},
     },
     model::{failure_outcome, NodeView, Outcome, RoleView},
     state::Dashboard,
@@ -266,10 +263,7 @@ impl Run {
         self.dash.events.with_untracked(|evs| {
             evs.iter()
                 .filter(|e| e.node_id == Some(id) && e.event.term > above)
-                .find(|e| {
-                    leader_claim(EventKind::try_from(e.event.kind).unwrap_or_default(), &e.event.message)
-                        == Some(LeaderClaim::Itself)
-                })
+                .find(|e| e.leader_claim() == Some(LeaderClaim::Itself))
                 .map(|e| e.event.unix_millis as f64)
         })
     }
@@ -559,19 +553,13 @@ async fn split_brain(run: Run) -> Result<Report> {
         run.bring_back(leader, &mut report).await?;
     }
     let leaders = run.dash.events.with_untracked(|evs| {
-        leaders_by_term(evs.iter().filter_map(|e| {
-            let claim = leader_claim(EventKind::try_from(e.event.kind).unwrap_or_default(), &e.event.message)?;
-            Some((e.node_id?, e.event.term, claim))
-        }))
+        leaders_by_term(evs.iter().filter_map(|e| Some((e.node_id?, e.event.term, e.leader_claim()?))))
     });
     let doubled: Vec<u64> = leaders.iter().filter(|(_, l)| l.len() > 1).map(|(t, _)| *t).collect();
     let elected_since = run.dash.events.with_untracked(|evs| {
         evs.iter()
             .filter(|e| e.event.unix_millis as f64 >= since)
-            .filter(|e| {
-                leader_claim(EventKind::try_from(e.event.kind).unwrap_or_default(), &e.event.message)
-                    == Some(LeaderClaim::Itself)
-            })
+            .filter(|e| e.leader_claim() == Some(LeaderClaim::Itself))
             .count()
     });
     report.figure(format!("3 leader kills; {elected_since} elections won since"));
