@@ -11,7 +11,9 @@
 //! revision with nothing skipped.
 //!
 //! The map is an `imbl::OrdMap` (a persistent B-tree): cloning it is O(1) and shares structure, so a snapshot is
-//! taken under the lock in constant time and serialized in the background while writes continue.
+//! taken under the lock in constant time and serialized in the background while writes continue. A live key and
+//! its value share one heap block (`Record`, the map's key); the map's value holds only revisions and the lease,
+//! so a key costs one allocation and a small slot (see docs/architecture.md, "Bytes per key").
 //!
 //! Invariants, checked by `debug_assert`s and tests: `revision` never decreases; for every key
 //! `create_revision <= mod_revision <= revision` and `version >= 1`; `size_bytes` is the sum over live keys of
@@ -35,7 +37,130 @@ pub struct KeyValue {
     pub lease: i64,
 }
 
-/// What the map stores per key (the key itself is the map key).
+/// A live key and its current value in one allocation: the map's key. `[key length: u32 LE][key][value]`, so a key
+/// costs one heap block and a 16-byte slot in the map's nodes. Ordered, compared and looked up by the key alone
+/// (`Borrow<[u8]>`), so the map finds it from a `&[u8]`. Replacing a key's value means removing its record and
+/// inserting a new one (a map's `insert` keeps the old key object).
+#[derive(Clone)]
+struct Record(Box<[u8]>);
+
+impl Record {
+    fn new(key: &[u8], value: &[u8]) -> Self {
+        let key_len = u32::try_from(key.len()).expect("keys are bounded by the request limit, far below 4 GiB");
+        let mut bytes = Vec::with_capacity(4 + key.len() + value.len());
+        bytes.extend_from_slice(&key_len.to_le_bytes());
+        bytes.extend_from_slice(key);
+        bytes.extend_from_slice(value);
+        Self(bytes.into_boxed_slice())
+    }
+
+    #[inline]
+    fn split(&self) -> (&[u8], &[u8]) {
+        let (len, rest) = self.0.split_at(4);
+        let len = u32::from_le_bytes(len.try_into().expect("four bytes")) as usize;
+        rest.split_at(len)
+    }
+
+    #[inline]
+    fn key(&self) -> &[u8] {
+        self.split().0
+    }
+
+    #[inline]
+    fn value(&self) -> &[u8] {
+        self.split().1
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Record {
+    #[inline]
+    fn borrow(&self) -> &[u8] {
+        self.key()
+    }
+}
+
+impl PartialEq for Record {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Record {}
+
+impl PartialOrd for Record {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Record {
+    #[inline]
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(other.key())
+    }
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (key, value) = self.split();
+        write!(f, "{:?} = {} bytes", String::from_utf8_lossy(key), value.len())
+    }
+}
+
+/// What the map stores beside a live key's [`Record`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Revisions {
+    create_revision: i64,
+    mod_revision: i64,
+    version: i64,
+    /// The lease the key is attached to (0 = none).
+    lease: i64,
+}
+
+/// One version of a key as reads see it, borrowed from the live map or from the history.
+#[derive(Debug, Clone, Copy)]
+struct Version<'a> {
+    value: &'a [u8],
+    create_revision: i64,
+    mod_revision: i64,
+    version: i64,
+    lease: i64,
+}
+
+impl<'a> Version<'a> {
+    fn live(record: &'a Record, r: &Revisions) -> Self {
+        Version {
+            value: record.value(),
+            create_revision: r.create_revision,
+            mod_revision: r.mod_revision,
+            version: r.version,
+            lease: r.lease,
+        }
+    }
+
+    fn to_kv(self, key: &[u8]) -> KeyValue {
+        KeyValue {
+            key: key.to_vec(),
+            value: self.value.to_vec(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+            lease: self.lease,
+        }
+    }
+
+    fn to_meta(self) -> Meta {
+        Meta {
+            value: self.value.to_vec(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+            lease: self.lease,
+        }
+    }
+}
+
+/// A superseded version of a key, as the history keeps it (the key itself is the history's map key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meta {
     pub value: Vec<u8>,
@@ -47,10 +172,9 @@ pub struct Meta {
 }
 
 impl Meta {
-    fn to_kv(&self, key: &[u8]) -> KeyValue {
-        KeyValue {
-            key: key.to_vec(),
-            value: self.value.clone(),
+    fn version(&self) -> Version<'_> {
+        Version {
+            value: &self.value,
             create_revision: self.create_revision,
             mod_revision: self.mod_revision,
             version: self.version,
@@ -59,8 +183,14 @@ impl Meta {
     }
 
     fn stored(&self) -> StoredMeta {
+        self.version().stored()
+    }
+}
+
+impl Version<'_> {
+    fn stored(self) -> StoredMeta {
         StoredMeta {
-            value: self.value.clone(),
+            value: self.value.to_vec(),
             create_revision: self.create_revision,
             mod_revision: self.mod_revision,
             version: self.version,
@@ -299,7 +429,7 @@ pub enum TxnRefused {
 /// The ordered key space with its revision counter.
 #[derive(Debug, Clone)]
 pub struct KeySpace {
-    map: OrdMap<Vec<u8>, Meta>,
+    map: OrdMap<Record, Revisions>,
     revision: i64,
     /// Sum of `entry_size` over live keys.
     bytes: u64,
@@ -381,13 +511,28 @@ pub enum RevisionError {
 }
 
 /// The keys of `range` in `m`, in order.
-fn keys_in<'a, V: Clone>(m: &'a OrdMap<Vec<u8>, V>, range: &KeyRange) -> Vec<&'a Vec<u8>> {
+/// The entries of `m` whose keys are in `range`, in key order.
+fn entries_in<'a, K, V>(m: &'a OrdMap<K, V>, range: &KeyRange) -> Box<dyn Iterator<Item = (&'a K, &'a V)> + 'a>
+where
+    K: Ord + Clone + std::borrow::Borrow<[u8]>,
+    V: Clone,
+{
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    let start = range.start.as_slice();
     match &range.end {
-        None => m.get_key_value(&range.start).map(|(k, _)| k).into_iter().collect(),
-        Some(end) if end.as_slice() == [0] => m.range(range.start.clone()..).map(|(k, _)| k).collect(),
-        Some(end) if end.as_slice() <= range.start.as_slice() => Vec::new(),
-        Some(end) => m.range(range.start.clone()..end.clone()).map(|(k, _)| k).collect(),
+        None => Box::new(m.get_key_value(start).into_iter()),
+        Some(end) if end.as_slice() == [0] => Box::new(m.range::<_, [u8]>((Included(start), Unbounded))),
+        Some(end) if end.as_slice() <= start => Box::new(std::iter::empty()),
+        Some(end) => Box::new(m.range::<_, [u8]>((Included(start), Excluded(end.as_slice())))),
     }
+}
+
+fn keys_in<'a, K, V>(m: &'a OrdMap<K, V>, range: &KeyRange) -> Vec<&'a [u8]>
+where
+    K: Ord + Clone + std::borrow::Borrow<[u8]>,
+    V: Clone,
+{
+    entries_in(m, range).map(|(k, _)| k.borrow()).collect()
 }
 
 /// What one superseded version counts in the history's size.
@@ -405,6 +550,105 @@ fn entry_size(key: &[u8], value: &[u8]) -> u64 {
 pub struct KeySpaceImage {
     pub revision: i64,
     pub entries: Vec<(Vec<u8>, StoredMeta)>,
+}
+
+/// A key space decoded straight from the bytes of a [`KeySpaceImage`] (a snapshot): each key and value is borrowed
+/// from the bytes and copied once, into the one allocation that holds both, as it is decoded, with no list of
+/// entries in between. So a restart costs one allocation per key. Every key is checked as it is read; the first inconsistent one is kept
+/// (postcard would drop the text of a decode error) and [`KeySpace::from_image`] refuses the image with it.
+pub struct LoadedKeySpace {
+    revision: i64,
+    map: OrdMap<Record, Revisions>,
+    bytes: u64,
+    refused: Option<String>,
+}
+
+impl LoadedKeySpace {
+    fn new(revision: i64) -> Self {
+        Self { revision, map: OrdMap::new(), bytes: 0, refused: None }
+    }
+
+    fn add(&mut self, key: &[u8], m: StoredMetaRef<'_>) {
+        if self.refused.is_none() {
+            if let Err(reason) = self.try_add(key, m) {
+                self.refused = Some(reason);
+                self.map = OrdMap::new();
+            }
+        }
+    }
+
+    fn try_add(&mut self, key: &[u8], m: StoredMetaRef<'_>) -> Result<(), String> {
+        if !(m.create_revision <= m.mod_revision && m.mod_revision <= self.revision && m.version >= 1) {
+            return Err(format!(
+                "inconsistent key {:?}: {m:?} with revision {}",
+                String::from_utf8_lossy(key),
+                self.revision
+            ));
+        }
+        self.bytes += entry_size(key, m.value);
+        let revs = Revisions {
+            create_revision: m.create_revision,
+            mod_revision: m.mod_revision,
+            version: m.version,
+            lease: 0,
+        };
+        if self.map.insert(Record::new(key, m.value), revs).is_some() {
+            return Err(format!("key {:?} appears twice", String::from_utf8_lossy(key)));
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for LoadedKeySpace {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+
+        struct Image;
+        impl<'de> Visitor<'de> for Image {
+            type Value = LoadedKeySpace;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key space image")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<LoadedKeySpace, A::Error> {
+                let revision: i64 = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                seq.next_element_seed(Entries(LoadedKeySpace::new(revision)))?
+                    .ok_or_else(|| de::Error::invalid_length(1, &self))
+            }
+        }
+
+        /// The entries, added to the key space one by one.
+        struct Entries(LoadedKeySpace);
+        impl<'de> DeserializeSeed<'de> for Entries {
+            type Value = LoadedKeySpace;
+            fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<LoadedKeySpace, D::Error> {
+                d.deserialize_seq(self)
+            }
+        }
+        impl<'de> Visitor<'de> for Entries {
+            type Value = LoadedKeySpace;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the key space's entries")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<LoadedKeySpace, A::Error> {
+                while let Some((key, meta)) = seq.next_element::<(&'de [u8], StoredMetaRef<'de>)>()? {
+                    self.0.add(key, meta);
+                }
+                Ok(self.0)
+            }
+        }
+
+        d.deserialize_struct("KeySpaceImage", &["revision", "entries"], Image)
+    }
+}
+
+/// [`StoredMeta`], borrowed: postcard encodes a `Vec<u8>` and a byte slice alike, so a [`KeySpaceImage`]'s bytes
+/// decode as either.
+#[derive(Debug, Deserialize)]
+pub struct StoredMetaRef<'a> {
+    pub value: &'a [u8],
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    pub version: i64,
 }
 
 impl KeySpace {
@@ -426,17 +670,17 @@ impl KeySpace {
     }
 
     pub fn get(&self, key: &[u8]) -> Option<KeyValue> {
-        self.map.get(key).map(|m| m.to_kv(key))
+        self.current(key).map(|v| v.to_kv(key))
     }
 
-    /// Iterates the keys of `range` in order.
-    fn iter_range<'a>(&'a self, range: &'a KeyRange) -> Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Meta)> + 'a> {
-        match &range.end {
-            None => Box::new(self.map.get_key_value(&range.start).into_iter()),
-            Some(end) if end.as_slice() == [0] => Box::new(self.map.range(range.start.clone()..)),
-            Some(end) if end.as_slice() <= range.start.as_slice() => Box::new(std::iter::empty()),
-            Some(end) => Box::new(self.map.range(range.start.clone()..end.clone())),
-        }
+    /// The current version of `key`, if it is live.
+    fn current(&self, key: &[u8]) -> Option<Version<'_>> {
+        self.map.get_key_value(key).map(|(rec, r)| Version::live(rec, r))
+    }
+
+    /// Iterates the live keys of `range` in order.
+    fn iter_range<'a>(&'a self, range: &'a KeyRange) -> impl Iterator<Item = (&'a [u8], Version<'a>)> + 'a {
+        entries_in(&self.map, range).map(|(rec, r)| (rec.key(), Version::live(rec, r)))
     }
 
     /// The compact revision: reads at revisions below it are refused.
@@ -456,24 +700,21 @@ impl KeySpace {
     }
 
     /// The version of `key` visible at `revision` (its last write at or before it, if that was a put).
-    fn visible_at<'a>(&'a self, key: &[u8], current: Option<&'a Meta>, revision: i64) -> Option<&'a Meta> {
-        if let Some(m) = current.filter(|m| m.mod_revision <= revision) {
-            return Some(m);
+    fn visible_at<'a>(&'a self, key: &[u8], revision: i64) -> Option<Version<'a>> {
+        if let Some(v) = self.current(key).filter(|v| v.mod_revision <= revision) {
+            return Some(v);
         }
         let past = self.history.get(key)?;
-        past.iter().rev().find(|p| p.rev <= revision).and_then(|p| p.meta.as_ref())
+        past.iter().rev().find(|p| p.rev <= revision).and_then(|p| p.meta.as_ref()).map(Meta::version)
     }
 
     /// The keys of `range` as they were at `revision`, in key order.
-    fn iter_range_at<'a>(&'a self, range: &'a KeyRange, revision: i64) -> Vec<(&'a Vec<u8>, &'a Meta)> {
-        self.keys_ever_in(range)
-            .into_iter()
-            .filter_map(|k| self.visible_at(k, self.map.get(k), revision).map(|m| (k, m)))
-            .collect()
+    fn iter_range_at<'a>(&'a self, range: &'a KeyRange, revision: i64) -> Vec<(&'a [u8], Version<'a>)> {
+        self.keys_ever_in(range).into_iter().filter_map(|k| self.visible_at(k, revision).map(|v| (k, v))).collect()
     }
 
     /// Every key of `range` that exists now or has past writes in the history, in key order, once each.
-    fn keys_ever_in(&self, range: &KeyRange) -> Vec<&Vec<u8>> {
+    fn keys_ever_in(&self, range: &KeyRange) -> Vec<&[u8]> {
         let mut live = keys_in(&self.map, range).into_iter().peekable();
         let mut past = keys_in(&self.history, range).into_iter().peekable();
         let mut keys = Vec::new();
@@ -510,7 +751,7 @@ impl KeySpace {
         self.range_over(q, self.iter_range(&q.range))
     }
 
-    fn range_over<'a>(&self, q: &RangeQuery, items: impl Iterator<Item = (&'a Vec<u8>, &'a Meta)>) -> RangeResult {
+    fn range_over<'a>(&self, q: &RangeQuery, items: impl Iterator<Item = (&'a [u8], Version<'a>)>) -> RangeResult {
         let mut out = RangeResult::default();
         let limit = if q.limit > 0 { q.limit as usize } else { usize::MAX };
         let filtered = q.sort_order != SortOrder::None
@@ -519,7 +760,7 @@ impl KeySpace {
             || q.max_mod_revision != 0
             || q.min_create_revision != 0
             || q.max_create_revision != 0;
-        let keep = |m: &Meta| {
+        let keep = |m: &Version<'_>| {
             !(q.max_mod_revision != 0 && m.mod_revision > q.max_mod_revision
                 || q.min_mod_revision != 0 && m.mod_revision < q.min_mod_revision
                 || q.max_create_revision != 0 && m.create_revision > q.max_create_revision
@@ -534,7 +775,7 @@ impl KeySpace {
                 out.more = true;
                 continue;
             }
-            if !keep(m) {
+            if !keep(&m) {
                 continue;
             }
             out.kvs.push(m.to_kv(k));
@@ -595,38 +836,45 @@ impl KeySpace {
     /// Puts `key` at revision `rev`, attached to `lease` (`None`: the lease it has, etcd's `ignore_lease`).
     fn put_at(&mut self, key: Vec<u8>, value: Vec<u8>, rev: i64, lease: Option<i64>) -> Event {
         let sub = self.next_sub(rev);
-        let prev = self.map.get(&key).cloned();
+        let prev = self.map.remove_with_key(key.as_slice()).map(|(rec, r)| Version::live(&rec, &r).to_meta());
         let old_lease = prev.as_ref().map_or(0, |p| p.lease);
         let lease = lease.unwrap_or(old_lease);
         if lease != old_lease {
             self.leases.detach(old_lease, &key);
             self.leases.attach(lease, &key);
         }
-        let meta = match &prev {
+        let revs = match &prev {
             Some(p) => {
-                Meta { value, create_revision: p.create_revision, mod_revision: rev, version: p.version + 1, lease }
+                Revisions { create_revision: p.create_revision, mod_revision: rev, version: p.version + 1, lease }
             }
-            None => Meta { value, create_revision: rev, mod_revision: rev, version: 1, lease },
+            None => Revisions { create_revision: rev, mod_revision: rev, version: 1, lease },
         };
-        let kv = meta.to_kv(&key);
-        self.bytes += entry_size(&key, &meta.value);
+        self.bytes += entry_size(&key, &value);
         if let Some(p) = &prev {
             self.bytes -= entry_size(&key, &p.value);
         }
-        let prev_kv = prev.as_ref().map(|p| p.to_kv(&key));
+        let prev_kv = prev.as_ref().map(|p| p.version().to_kv(&key));
         if let Some(p) = prev {
             self.supersede(&key, p);
         }
         if sub > 0 {
             self.current_sub.insert(key.clone(), sub);
         }
-        self.map.insert(key, meta);
+        self.map.insert(Record::new(&key, &value), revs);
+        let kv = KeyValue {
+            key,
+            value,
+            create_revision: revs.create_revision,
+            mod_revision: revs.mod_revision,
+            version: revs.version,
+            lease: revs.lease,
+        };
         Event { kind: EventKind::Put, kv, prev_kv }
     }
 
     /// Deletes every key in `range`; bumps the revision only if something was deleted.
     pub fn delete(&mut self, range: &KeyRange) -> Vec<Event> {
-        let keys: Vec<Vec<u8>> = self.iter_range(range).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<Vec<u8>> = self.iter_range(range).map(|(k, _)| k.to_vec()).collect();
         if keys.is_empty() {
             return Vec::new();
         }
@@ -637,7 +885,7 @@ impl KeySpace {
     fn delete_at(&mut self, keys: Vec<Vec<u8>>, rev: i64) -> Vec<Event> {
         keys.into_iter()
             .filter_map(|k| {
-                let prev = self.map.remove(&k)?;
+                let prev = self.map.remove_with_key(k.as_slice()).map(|(rec, r)| Version::live(&rec, &r).to_meta())?;
                 self.leases.detach(prev.lease, &k);
                 let sub = self.next_sub(rev);
                 self.bytes -= entry_size(&k, &prev.value);
@@ -649,7 +897,7 @@ impl KeySpace {
                     version: 0,
                     lease: 0,
                 };
-                let prev_kv = prev.to_kv(&k);
+                let prev_kv = prev.version().to_kv(&k);
                 self.supersede(&k, prev);
                 self.remember(&k, Past { rev, sub, meta: None });
                 Some(Event { kind: EventKind::Delete, kv, prev_kv: Some(prev_kv) })
@@ -658,10 +906,10 @@ impl KeySpace {
     }
 
     fn compare(&self, c: &TxnCompare) -> bool {
-        let holds = |m: Option<&Meta>| {
+        let holds = |m: Option<Version<'_>>| {
             let ord = match c.target {
                 CompareTarget::Value => match m {
-                    Some(m) => m.value.as_slice().cmp(c.value.as_slice()),
+                    Some(m) => m.value.cmp(c.value.as_slice()),
                     None => return false,
                 },
                 CompareTarget::Version => m.map_or(0, |m| m.version).cmp(&c.number),
@@ -699,7 +947,7 @@ impl KeySpace {
     fn refusal(&self, run: &[&TxnOp]) -> Option<TxnRefused> {
         let put = |op: &&TxnOp| match op {
             TxnOp::Put { key, ignore_value, ignore_lease, .. }
-                if (*ignore_value || *ignore_lease) && !self.map.contains_key(key) =>
+                if (*ignore_value || *ignore_lease) && !self.map.contains_key(key.as_slice()) =>
             {
                 Some(TxnRefused::KeyNotFound)
             }
@@ -748,7 +996,11 @@ impl KeySpace {
             for e in &mut events {
                 // A put that creates the key has none (etcd does not look one up for a create).
                 let creates = e.kind == EventKind::Put && e.kv.create_revision == e.kv.mod_revision;
-                e.prev_kv = if creates { None } else { before.get(&e.kv.key).map(|m| m.to_kv(&e.kv.key)) };
+                e.prev_kv = if creates {
+                    None
+                } else {
+                    before.get_key_value(e.kv.key.as_slice()).map(|(rec, r)| Version::live(rec, r).to_kv(&e.kv.key))
+                };
             }
         }
         debug_assert!(events.iter().all(|e| e.kv.mod_revision == self.revision));
@@ -785,8 +1037,8 @@ impl KeySpace {
         for op in ops {
             match op {
                 TxnOp::Put { key, value, prev_kv, ignore_value, ignore_lease, lease } => {
-                    let value = match (ignore_value, self.map.get(&key)) {
-                        (true, Some(m)) => m.value.clone(),
+                    let value = match (ignore_value, self.current(&key)) {
+                        (true, Some(v)) => v.value.to_vec(),
                         _ => value,
                     };
                     let ev = self.put_at(key, value, rev, (!ignore_lease).then_some(lease));
@@ -804,7 +1056,7 @@ impl KeySpace {
                     responses.push(TxnOpResponse::Range(result, seen(events)))
                 }
                 TxnOp::Delete { range, prev_kv } => {
-                    let keys: Vec<Vec<u8>> = self.iter_range(&range).map(|(k, _)| k.clone()).collect();
+                    let keys: Vec<Vec<u8>> = self.iter_range(&range).map(|(k, _)| k.to_vec()).collect();
                     let evs = self.delete_at(keys, rev);
                     let deleted = evs.len() as i64;
                     let prev_kvs =
@@ -832,9 +1084,9 @@ impl KeySpace {
         }
         self.etcd_revisions = true;
         self.revision += 1;
-        let keys: Vec<Vec<u8>> = self.map.keys().cloned().collect();
+        let keys: Vec<Vec<u8>> = self.map.keys().map(|rec| rec.key().to_vec()).collect();
         for k in keys {
-            if let Some(m) = self.map.get_mut(&k) {
+            if let Some(m) = self.map.get_mut(k.as_slice()) {
                 m.create_revision += 1;
                 m.mod_revision += 1;
             }
@@ -897,7 +1149,7 @@ impl KeySpace {
         let old: Vec<Vec<u8>> = self
             .current_sub
             .keys()
-            .filter(|k| self.map.get(*k).is_none_or(|m| m.mod_revision < revision))
+            .filter(|k| self.map.get(k.as_slice()).is_none_or(|m| m.mod_revision < revision))
             .cloned()
             .collect();
         for k in old {
@@ -905,7 +1157,7 @@ impl KeySpace {
         }
         let keys: Vec<Vec<u8>> = self.history.keys().cloned().collect();
         for k in keys {
-            let current_visible = self.map.get(&k).is_some_and(|m| m.mod_revision <= revision);
+            let current_visible = self.map.get(k.as_slice()).is_some_and(|m| m.mod_revision <= revision);
             let Some(past) = self.history.get(&k) else { continue };
             // The first entry a read at `revision` or later can see: the last one at or before `revision`
             // (unless the current version, or a delete, already hides it), and everything after it.
@@ -939,7 +1191,7 @@ impl KeySpace {
         self.check_revision(revision)?;
         let revision = if revision == 0 { self.revision } else { revision };
         let mut h = crc32c::crc32c(&self.compact_revision.to_be_bytes());
-        let mut add = |key: &[u8], rev: i64, m: Option<&Meta>| {
+        let mut add = |key: &[u8], rev: i64, m: Option<Version<'_>>| {
             h = crc32c::crc32c_append(h, &(key.len() as u64).to_be_bytes());
             h = crc32c::crc32c_append(h, key);
             h = crc32c::crc32c_append(h, &rev.to_be_bytes());
@@ -947,15 +1199,15 @@ impl KeySpace {
                 h = crc32c::crc32c_append(h, &m.create_revision.to_be_bytes());
                 h = crc32c::crc32c_append(h, &m.version.to_be_bytes());
                 h = crc32c::crc32c_append(h, &(m.value.len() as u64).to_be_bytes());
-                h = crc32c::crc32c_append(h, &m.value);
+                h = crc32c::crc32c_append(h, m.value);
             }
         };
         let all = KeyRange { start: vec![], end: Some(vec![0]) };
         for k in self.keys_ever_in(&all) {
-            let current = self.map.get(k);
+            let current = self.current(k);
             if let Some(past) = self.history.get(k) {
                 for p in past.iter().filter(|p| p.rev <= revision) {
-                    add(k, p.rev, p.meta.as_ref());
+                    add(k, p.rev, p.meta.as_ref().map(Meta::version));
                 }
             }
             if let Some(m) = current.filter(|m| m.mod_revision <= revision) {
@@ -983,14 +1235,16 @@ impl KeySpace {
         }
         let to = to.min(self.revision);
         // Every write in [from, to] to a key of the range: (revision, sub-revision, key, what it wrote).
-        let mut writes: Vec<(i64, u32, &Vec<u8>, Option<&Meta>)> = Vec::new();
+        let mut writes: Vec<(i64, u32, &[u8], Option<Version<'_>>)> = Vec::new();
         for k in self.keys_ever_in(range) {
             if let Some(past) = self.history.get(k) {
                 writes.extend(
-                    past.iter().filter(|p| p.rev >= from && p.rev <= to).map(|p| (p.rev, p.sub, k, p.meta.as_ref())),
+                    past.iter()
+                        .filter(|p| p.rev >= from && p.rev <= to)
+                        .map(|p| (p.rev, p.sub, k, p.meta.as_ref().map(Meta::version))),
                 );
             }
-            if let Some(m) = self.map.get(k).filter(|m| m.mod_revision >= from && m.mod_revision <= to) {
+            if let Some(m) = self.current(k).filter(|m| m.mod_revision >= from && m.mod_revision <= to) {
                 writes.push((m.mod_revision, self.current_sub.get(k).copied().unwrap_or(0), k, Some(m)));
             }
         }
@@ -1009,7 +1263,7 @@ impl KeySpace {
             let prev = if rev - 1 < self.compact_revision {
                 None
             } else {
-                self.visible_at(key, self.map.get(key), rev - 1).map(|m| m.to_kv(key))
+                self.visible_at(key, rev - 1).map(|m| m.to_kv(key))
             };
             let event = match wrote {
                 Some(m) => {
@@ -1019,7 +1273,7 @@ impl KeySpace {
                 None => Event {
                     kind: EventKind::Delete,
                     kv: KeyValue {
-                        key: key.clone(),
+                        key: key.to_vec(),
                         value: vec![],
                         create_revision: 0,
                         mod_revision: rev,
@@ -1075,31 +1329,24 @@ impl KeySpace {
     pub fn to_image(&self) -> KeySpaceImage {
         KeySpaceImage {
             revision: self.revision,
-            entries: self.map.iter().map(|(k, m)| (k.clone(), m.stored())).collect(),
+            entries: self.map.iter().map(|(rec, r)| (rec.key().to_vec(), Version::live(rec, r).stored())).collect(),
         }
     }
 
-    /// Rebuilds a key space from a snapshot image, refusing an inconsistent one.
-    pub fn from_image(image: KeySpaceImage, etcd_revisions: bool) -> Result<Self, String> {
-        let map: OrdMap<Vec<u8>, Meta> = image.entries.into_iter().map(|(k, m)| (k, m.into_meta())).collect();
-        for (k, m) in &map {
-            if !(m.create_revision <= m.mod_revision && m.mod_revision <= image.revision && m.version >= 1) {
-                return Err(format!(
-                    "inconsistent key {:?}: {m:?} with revision {}",
-                    String::from_utf8_lossy(k),
-                    image.revision
-                ));
-            }
+    /// The key space a snapshot image decoded into ([`LoadedKeySpace`]).
+    pub fn from_image(image: LoadedKeySpace, etcd_revisions: bool) -> Result<Self, String> {
+        let LoadedKeySpace { revision, map, bytes, refused } = image;
+        if let Some(reason) = refused {
+            return Err(reason);
         }
-        let bytes = map.iter().map(|(k, m)| entry_size(k, &m.value)).sum();
         // An image without its history (from an older raftkv): nothing before it can be read.
         Ok(Self {
             map,
-            revision: image.revision,
+            revision,
             bytes,
             etcd_revisions,
             history: OrdMap::new(),
-            compact_revision: image.revision,
+            compact_revision: revision,
             history_bytes: 0,
             current_sub: OrdMap::new(),
             writing: (0, 0),
@@ -1109,7 +1356,8 @@ impl KeySpace {
 
     /// The leases, for snapshots.
     pub fn lease_image(&self) -> LeaseSetImage {
-        let key_leases = self.map.iter().filter(|(_, m)| m.lease != 0).map(|(k, m)| (k.clone(), m.lease)).collect();
+        let key_leases =
+            self.map.iter().filter(|(_, r)| r.lease != 0).map(|(rec, r)| (rec.key().to_vec(), r.lease)).collect();
         let mut past_leases = Vec::new();
         for (k, past) in self.history.iter() {
             for p in past.iter() {
@@ -1124,8 +1372,8 @@ impl KeySpace {
     /// Restores the leases from a snapshot (after [`Self::set_history`]), refusing an inconsistent image.
     pub fn set_leases(&mut self, image: LeaseSetImage) -> Result<(), String> {
         for (k, lease) in &image.key_leases {
-            match self.map.get_mut(k) {
-                Some(m) => m.lease = *lease,
+            match self.map.get_mut(k.as_slice()) {
+                Some(r) => r.lease = *lease,
                 None => return Err(format!("lease {lease} names key {:?}, which does not exist", lossy(k))),
             }
         }
@@ -1140,7 +1388,7 @@ impl KeySpace {
                 None => return Err(format!("lease {lease} names version {rev} of key {:?}, not held", lossy(k))),
             }
         }
-        let attached = self.map.iter().filter(|(_, m)| m.lease != 0).map(|(k, m)| (k, m.lease));
+        let attached = self.map.iter().filter(|(_, r)| r.lease != 0).map(|(rec, r)| (rec.key(), r.lease));
         self.leases = Leases::from_image(image.leases, attached)?;
         Ok(())
     }
@@ -1186,8 +1434,61 @@ fn lossy(k: &[u8]) -> std::borrow::Cow<'_, str> {
 mod tests {
     use super::*;
 
+    /// `ks`'s image, encoded as a snapshot holds it and decoded again (without its history or leases).
+    fn reloaded(ks: &KeySpace, etcd_revisions: bool) -> KeySpace {
+        let bytes = postcard::to_allocvec(&ks.to_image()).unwrap();
+        KeySpace::from_image(postcard::from_bytes(&bytes).unwrap(), etcd_revisions).unwrap()
+    }
+
     fn q(range: KeyRange) -> RangeQuery {
         RangeQuery { range, ..Default::default() }
+    }
+
+    #[test]
+    fn records_order_and_match_by_key_alone() {
+        let a = Record::new(b"ab", b"zzz");
+        let b = Record::new(b"abc", b"");
+        let c = Record::new(b"b", b"a");
+        assert_eq!((a.key(), a.value()), (&b"ab"[..], &b"zzz"[..]));
+        assert_eq!((b.key(), b.value()), (&b"abc"[..], &b""[..]));
+        assert!(a < b && b < c, "ordered by key, whatever the values");
+        assert_eq!(a, Record::new(b"ab", b"other value"));
+        let empty = Record::new(b"", b"v");
+        assert_eq!((empty.key(), empty.value()), (&b""[..], &b"v"[..]));
+        let mut ks = KeySpace::default();
+        ks.put(b"k".to_vec(), b"old".to_vec());
+        ks.put(b"k".to_vec(), b"new".to_vec());
+        // The map's key object holds the value: an overwrite must replace it, not only the revisions beside it.
+        assert_eq!(ks.get(b"k").unwrap().value, b"new");
+        assert_eq!(ks.map.len(), 1);
+        let (rec, revs) = ks.map.get_key_value(&b"k"[..]).unwrap();
+        assert_eq!((rec.value(), revs.version), (&b"new"[..], 2));
+    }
+
+    #[test]
+    fn a_snapshot_image_decodes_into_the_same_key_space() {
+        let mut ks = KeySpace::default();
+        for i in 0..300u32 {
+            ks.put(format!("key-{:05}", i * 7 % 300).into_bytes(), vec![i as u8; (i % 40) as usize]);
+        }
+        ks.delete(&KeyRange { start: b"key-00010".to_vec(), end: Some(b"key-00020".to_vec()) });
+        let back = reloaded(&ks, false);
+        assert_eq!(back.revision(), ks.revision());
+        assert_eq!(back.size_bytes(), ks.size_bytes());
+        let all = q(KeyRange { start: vec![], end: Some(vec![0]) });
+        assert_eq!(back.range(&all).kvs, ks.range(&all).kvs);
+        assert_eq!(back.range(&all).kvs.len(), 290);
+        // An entry that breaks the invariants fails the decode instead of loading.
+        let mut image = ks.to_image();
+        image.entries[3].1.mod_revision = ks.revision() + 1;
+        let bytes = postcard::to_allocvec(&image).unwrap();
+        let err = KeySpace::from_image(postcard::from_bytes(&bytes).unwrap(), false).expect_err("refused");
+        assert!(err.starts_with("inconsistent key \"key-00003\""), "{err}");
+        let mut image = ks.to_image();
+        image.entries[4].0 = image.entries[3].0.clone();
+        let bytes = postcard::to_allocvec(&image).unwrap();
+        let err = KeySpace::from_image(postcard::from_bytes(&bytes).unwrap(), false).expect_err("refused");
+        assert!(err.contains("appears twice"), "{err}");
     }
 
     #[test]
@@ -1344,7 +1645,7 @@ mod tests {
         ks.put(b"a".to_vec(), b"1".to_vec());
         ks.put(b"b".to_vec(), b"2".to_vec());
         ks.delete(&KeyRange::single("a"));
-        let back = KeySpace::from_image(ks.to_image(), false).unwrap();
+        let back = reloaded(&ks, false);
         assert_eq!(back.revision(), 3);
         assert_eq!(back.size_bytes(), ks.size_bytes(), "the size survives a snapshot");
         assert_eq!(back.get(b"b"), ks.get(b"b"));
@@ -1450,7 +1751,7 @@ mod tests {
         assert!(!old.adopt_etcd_revisions(), "only once");
         let kv = old.get(b"a").unwrap();
         assert_eq!((old.revision(), kv.create_revision, kv.mod_revision, kv.version), (3, 2, 3, 2));
-        let back = KeySpace::from_image(old.to_image(), old.etcd_revisions()).unwrap();
+        let back = reloaded(&old, old.etcd_revisions());
         assert!(back.etcd_revisions());
     }
 
@@ -1520,7 +1821,7 @@ mod tests {
         ks.delete(&KeyRange::single(vec![b'k', 1]));
         ks.compact(10).unwrap();
         let (compact, history, subs) = ks.history_image();
-        let mut back = KeySpace::from_image(ks.to_image(), true).unwrap();
+        let mut back = reloaded(&ks, true);
         back.set_history(compact, history, subs).unwrap();
         let all = || KeyRange::from_wire(vec![0], vec![0]);
         for rev in 10..=ks.revision() {
@@ -1547,10 +1848,11 @@ mod tests {
     fn assert_lease_invariant(ks: &KeySpace) {
         for (id, l) in ks.leases().iter() {
             for k in l.keys.iter() {
-                assert_eq!(ks.map.get(k).map(|m| m.lease), Some(id), "key {k:?} of lease {id}");
+                assert_eq!(ks.map.get(k.as_slice()).map(|m| m.lease), Some(id), "key {k:?} of lease {id}");
             }
         }
-        for (k, m) in ks.map.iter().filter(|(_, m)| m.lease != 0) {
+        for (rec, m) in ks.map.iter().filter(|(_, m)| m.lease != 0) {
+            let k = rec.key();
             assert!(ks.lease(m.lease).is_some_and(|l| l.keys.contains(k)), "key {k:?} of lease {}", m.lease);
         }
     }
@@ -1628,7 +1930,7 @@ mod tests {
         leased_put(&mut ks, "b", "1", 9).unwrap();
         ks.checkpoint_leases(&[(9, Some(12_345)), (404, Some(1))]);
         let (compact, history, subs) = ks.history_image();
-        let mut back = KeySpace::from_image(ks.to_image(), true).unwrap();
+        let mut back = reloaded(&ks, true);
         back.set_history(compact, history, subs).unwrap();
         back.set_leases(ks.lease_image()).unwrap();
         assert_eq!(back.lease(9).unwrap().remaining_ms, Some(12_345));
@@ -1642,7 +1944,7 @@ mod tests {
         let mut bad = ks.lease_image();
         bad.leases.retain(|l| l.id != 9);
         let (compact, history, subs) = ks.history_image();
-        let mut back = KeySpace::from_image(ks.to_image(), true).unwrap();
+        let mut back = reloaded(&ks, true);
         back.set_history(compact, history, subs).unwrap();
         let err = back.set_leases(bad).unwrap_err();
         assert!(err.contains("unknown lease 9"), "{err}");

@@ -122,7 +122,7 @@ impl Leases {
     /// Rebuilds the table from a snapshot: the leases, and the keys attached to each (`key_leases`).
     pub fn from_image<'a>(
         image: Vec<LeaseImage>,
-        key_leases: impl Iterator<Item = (&'a Vec<u8>, i64)>,
+        key_leases: impl Iterator<Item = (&'a [u8], i64)>,
     ) -> Result<Self, String> {
         let mut leases = Self::default();
         for l in image {

@@ -324,6 +324,8 @@ where
 {
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    // The first failure is reported: an error count alone says nothing about what went wrong.
+    let first_error = Arc::new(parking_lot::Mutex::new(None::<tonic::Status>));
     let op = Arc::new(op);
     let bar = indicatif::ProgressBar::new(a.total);
     bar.set_style(
@@ -337,6 +339,7 @@ where
     for c in 0..a.clients {
         let conn = conns[c % conns.len()].clone();
         let (next, errors, op, bar, total) = (next.clone(), errors.clone(), op.clone(), bar.clone(), a.total);
+        let first_error = first_error.clone();
         tasks.push(tokio::spawn(async move {
             let mut hist = new_hist();
             loop {
@@ -345,8 +348,9 @@ where
                     break;
                 }
                 let t = Instant::now();
-                if op(conn.clone(), i).await.is_err() {
+                if let Err(status) = op(conn.clone(), i).await {
                     errors.fetch_add(1, Ordering::Relaxed);
+                    first_error.lock().get_or_insert(status);
                 }
                 hist.saturating_record(t.elapsed().as_micros().max(1) as u64);
                 if i % 256 == 0 {
@@ -365,6 +369,11 @@ where
     let elapsed = start.elapsed();
     bar.finish_and_clear();
     let errors = errors.load(Ordering::Relaxed);
+    if let Some(status) = first_error.lock().take() {
+        bar.suspend(|| {
+            eprintln!("bench: {name}: {errors} request(s) failed; the first: {:?} {}", status.code(), status.message())
+        });
+    }
     BenchResult { name: name.into(), ops: a.total - errors.min(a.total), errors, elapsed, hist }
 }
 

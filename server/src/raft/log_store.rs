@@ -235,7 +235,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .unwrap_or(Err(WalError::Closed))
                 .map_err(write_err)?;
         }
-        self.wal.append(records, Box::new(move |res| callback.log_io_completed(res))).map_err(write_err)?;
+        // openraft 0.9's core waits for this flush before it does anything else (replication included), so the
+        // flush is done here when nothing else is being synced, instead of on the flusher thread.
+        self.wal.append_and_sync(records, Box::new(move |res| callback.log_io_completed(res))).map_err(write_err)?;
         *self.last.lock() = last_id;
         Ok(())
     }

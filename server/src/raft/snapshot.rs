@@ -53,6 +53,15 @@ pub struct SnapshotImage {
     pub keyspace: KeySpaceImage,
 }
 
+/// [`SnapshotImage`] as a load decodes it: the key space built as it is decoded (see
+/// [`crate::keyspace::LoadedKeySpace`]).
+#[derive(Deserialize)]
+pub struct LoadedSnapshotImage {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub keyspace: crate::keyspace::LoadedKeySpace,
+}
+
 /// The directory holding the current snapshot.
 #[derive(Clone, Debug)]
 pub struct SnapshotDir {

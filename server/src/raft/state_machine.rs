@@ -27,7 +27,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::{
     decode, encode,
-    snapshot::{DurableSnapshot, SnapshotDir, SnapshotImage},
+    snapshot::{DurableSnapshot, LoadedSnapshotImage, SnapshotDir, SnapshotImage},
     snapshot_data::SnapshotBytes,
     Command, CommandResponse, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -81,6 +81,7 @@ impl StateMachineStore {
         watch_history: impl Into<HistoryLimits>,
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
+        let started = Instant::now();
         let (data, current) = match snapshots.load()? {
             Some((meta, bytes)) => {
                 let corrupt = |reason: String| crate::error::Error::CorruptSnapshot {
@@ -91,6 +92,13 @@ impl StateMachineStore {
                 if data.last_applied != meta.last_log_id {
                     return Err(corrupt("metadata and content disagree on the last applied log id".into()));
                 }
+                tracing::info!(
+                    snapshot = %meta.snapshot_id,
+                    bytes = bytes.len(),
+                    keys = data.keyspace.len(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "loaded the snapshot"
+                );
                 (data, Some((meta, Weak::new())))
             }
             // A member restored from a backup starts from its state, before its (empty) log.
@@ -331,7 +339,7 @@ impl StateMachineStore {
 }
 
 fn decode_snapshot(bytes: &[u8]) -> Result<StateMachineData, String> {
-    let (image, rest): (SnapshotImage, &[u8]) = postcard::take_from_bytes(bytes).map_err(|e| e.to_string())?;
+    let (image, rest): (LoadedSnapshotImage, &[u8]) = postcard::take_from_bytes(bytes).map_err(|e| e.to_string())?;
     let keyspace = if rest.is_empty() {
         // From an older raftkv: no history (nothing before the image can be read) and its own numbering.
         KeySpace::from_image(image.keyspace, false)?

@@ -43,8 +43,9 @@
 //! # Durability and group commit
 //!
 //! Writes go to the file with `pwrite` under one mutex, so file order is call
-//! order. They are not fsynced by the caller. One background *flusher* thread
-//! does all the routine fsyncs: it notes how far the log has been written, calls
+//! order. They are not fsynced by the caller. A background *flusher* thread
+//! does the routine fsyncs (see `append_and_sync` below for the one exception):
+//! it notes how far the log has been written, calls
 //! `fdatasync` once on the active segment, and then everything written up to
 //! that point is durable. Appends that arrive while an fsync is in progress are
 //! covered by the next one, so N concurrent appenders share far fewer than N
@@ -53,7 +54,13 @@
 //!
 //! * `append` returns after the write; its callback runs on the flusher thread
 //!   once it is durable (or with the error if it never will be).
-//! * `save_vote`, `truncate`, `purge` and `sync` block until durable.
+//! * `append_and_sync` is for a caller that waits for durability anyway (the
+//!   Raft core): when no fsync is running, it does the group fsync itself, on
+//!   its own thread, and runs the callbacks before it returns — two thread
+//!   hand-offs fewer for a lone write. Only one fsync runs at a time, whoever
+//!   runs it; appends that arrive meanwhile wait for the next one.
+//! * `save_vote`, `truncate`, `purge` and `sync` block until durable (and do the
+//!   fsync themselves when none is running).
 //! * `save_committed` does not wait: losing the newest committed index in a crash
 //!   is safe in Raft, so it rides along with the next fsync.
 //!
@@ -241,12 +248,43 @@ struct Inner {
     poisoned: Option<(io::ErrorKind, String)>,
     /// A sync mark was written to the active segment after its last fsync (synced at close).
     mark_unsynced: bool,
+    /// A group fsync is running (on the flusher or inline on an appender): at most one at a time, so
+    /// `synced_seq` only moves forward and each sync mark follows its own fsync.
+    syncing: bool,
     /// No new operations; the flusher finishes pending work and exits.
     closing: bool,
     flusher_exited: bool,
 }
 
+/// A callback ready to run, with what it reports.
+type Ready = (DurableCallback, io::Result<()>);
+
 impl Inner {
+    /// Somebody waits for a write that is not durable yet, and no fsync is running that could cover it.
+    fn needs_sync(&self) -> bool {
+        self.poisoned.is_none() && self.synced_seq < self.wanted_seq && !self.syncing
+    }
+
+    fn has_ready_callbacks(&self) -> bool {
+        !self.callbacks.is_empty()
+            && (self.poisoned.is_some() || self.callbacks.front().is_some_and(|(seq, _)| *seq <= self.synced_seq))
+    }
+
+    /// The callbacks whose writes are durable (all of them, with the error, once poisoned), in order.
+    fn take_ready_callbacks(&mut self) -> Vec<Ready> {
+        let mut ready = Vec::new();
+        if let Some((kind, reason)) = &self.poisoned {
+            let (kind, reason) = (*kind, reason.clone());
+            ready.extend(self.callbacks.drain(..).map(|(_, cb)| (cb, Err(io::Error::new(kind, reason.clone())))));
+        } else {
+            while self.callbacks.front().is_some_and(|(seq, _)| *seq <= self.synced_seq) {
+                let (_, cb) = self.callbacks.pop_front().expect("front checked");
+                ready.push((cb, Ok(())));
+            }
+        }
+        ready
+    }
+
     fn active(&self) -> &Segment {
         self.segments.back().expect("WAL always has an active segment")
     }
@@ -320,6 +358,7 @@ impl Wal {
                 records_synced: 0,
                 fsyncs: 0,
                 callbacks: VecDeque::new(),
+                syncing: false,
                 poisoned: None,
                 mark_unsynced: false,
                 closing: false,
@@ -470,6 +509,23 @@ impl Wal {
     /// after the purge point (or the truncation point); if the log has never had
     /// an entry nor a purge, anything. Indices must increase by one.
     pub fn append(&self, entries: Vec<(u64, Vec<u8>)>, on_durable: DurableCallback) -> Result<(), WalError> {
+        self.append_records(entries, on_durable, false)
+    }
+
+    /// [`append`](Self::append) for a caller that waits for durability before it does anything else (openraft
+    /// 0.9's core waits for each append's flush): if no fsync is running, the entries are fsynced on the caller's
+    /// thread and `on_durable` is called before this returns, which saves two thread hand-offs (to the flusher and
+    /// back). If one is running, it behaves as `append`: the flusher's next group fsync covers them.
+    pub fn append_and_sync(&self, entries: Vec<(u64, Vec<u8>)>, on_durable: DurableCallback) -> Result<(), WalError> {
+        self.append_records(entries, on_durable, true)
+    }
+
+    fn append_records(
+        &self,
+        entries: Vec<(u64, Vec<u8>)>,
+        on_durable: DurableCallback,
+        inline: bool,
+    ) -> Result<(), WalError> {
         for (_, data) in &entries {
             check_size("entry", data.len(), MAX_ENTRY_DATA)?;
         }
@@ -499,7 +555,11 @@ impl Wal {
         let seq = inner.write_seq;
         inner.callbacks.push_back((seq, on_durable));
         inner.wanted_seq = inner.wanted_seq.max(seq);
-        core.wake_flusher.notify_one();
+        if inline && inner.needs_sync() {
+            core.sync_inline(inner);
+        } else {
+            core.wake_flusher.notify_one();
+        }
         Ok(())
     }
 
@@ -707,9 +767,14 @@ impl Core {
     }
 
     /// Blocks until the write with sequence number `seq` is durable.
-    fn wait_synced(&self, mut inner: MutexGuard<'_, Inner>, seq: u64) -> Result<(), WalError> {
+    fn wait_synced<'a>(&'a self, mut inner: MutexGuard<'a, Inner>, seq: u64) -> Result<(), WalError> {
         inner.wanted_seq = inner.wanted_seq.max(seq);
-        self.wake_flusher.notify_one();
+        if inner.needs_sync() {
+            self.sync_inline(inner);
+            inner = self.lock();
+        } else {
+            self.wake_flusher.notify_one();
+        }
         loop {
             if inner.synced_seq >= seq {
                 return Ok(());
@@ -721,6 +786,82 @@ impl Core {
                 return Err(WalError::Closed);
             }
             inner = self.synced.wait(inner).expect("WAL state lock poisoned by an earlier panic");
+        }
+    }
+
+    /// One group fsync of everything written so far. Precondition: `inner.needs_sync()`. The lock is released
+    /// during the fsync; returns it with how long the fsync took and how many records it covered (`None` if it
+    /// failed, which poisons the WAL).
+    fn sync_written<'a>(
+        &'a self,
+        mut inner: MutexGuard<'a, Inner>,
+    ) -> (MutexGuard<'a, Inner>, Option<(Duration, usize)>) {
+        assert!(inner.needs_sync(), "WAL bug: a group fsync started with nothing to sync or another one running");
+        inner.syncing = true;
+        // Everything with seq <= target is in the active segment or in older
+        // ones, which were synced when rolled; so one fdatasync covers it all.
+        let target = inner.write_seq;
+        let records = inner.records_written;
+        let file = Arc::clone(&inner.active().file);
+        let covered = inner.active().len;
+        drop(inner);
+        if let Some(marker) = &self.synced_marker {
+            // Written before the sync, so the marker never lags behind what is durable.
+            let name = file.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let _ = std::fs::write(marker, format!("{name} {covered}\n"));
+        }
+        let started = Instant::now();
+        let result = file.sync_data();
+        let took = started.elapsed();
+        let mut inner = self.lock();
+        inner.syncing = false;
+        let mut synced = None;
+        match result {
+            Ok(()) => {
+                assert!(target >= inner.synced_seq, "WAL bug: synced sequence number went backwards");
+                inner.synced_seq = target;
+                inner.fsyncs += 1;
+                synced = Some((took, (records - inner.records_synced) as usize));
+                inner.records_synced = records;
+                // The mark describes this segment only; if the WAL rolled meanwhile, the roll synced it all.
+                if inner.active().file.seq == file.seq {
+                    inner.mark_unsynced = false;
+                    if let Err(err) = write_sync_mark(&mut inner, covered) {
+                        self.poison(&mut inner, &err);
+                    }
+                }
+            }
+            Err(err) => self.poison(&mut inner, &err),
+        }
+        self.synced.notify_all();
+        (inner, synced)
+    }
+
+    /// The group fsync done by the appender itself when nobody else is syncing: a lone write (a leader's next
+    /// entry, a follower's AppendEntries) is made durable and reported on the caller's thread, without two
+    /// thread hand-offs (to the flusher and back). Writes arriving meanwhile wait for the flusher's next sync.
+    fn sync_inline(&self, inner: MutexGuard<'_, Inner>) {
+        let (mut inner, synced) = self.sync_written(inner);
+        let ready = inner.take_ready_callbacks();
+        if inner.needs_sync() || inner.has_ready_callbacks() || inner.closing {
+            self.wake_flusher.notify_one();
+        }
+        drop(inner);
+        self.deliver(synced, ready);
+    }
+
+    /// Runs the fsync hook and the ready callbacks, without the lock: a panic in caller code must not take the
+    /// WAL down with it.
+    fn deliver(&self, synced: Option<(Duration, usize)>, ready: Vec<Ready>) {
+        if let (Some(hook), Some((took, records))) = (&self.on_fsync, synced) {
+            if catch_unwind(AssertUnwindSafe(|| hook(took, records))).is_err() {
+                tracing::error!("WAL on_fsync hook panicked");
+            }
+        }
+        for (cb, result) in ready {
+            if catch_unwind(AssertUnwindSafe(|| cb(result))).is_err() {
+                tracing::error!("WAL durable callback panicked");
+            }
         }
     }
 
@@ -846,6 +987,7 @@ impl Drop for Handle {
 
 /// The flusher: waits for unsynced writes or pending callbacks, fdatasyncs the
 /// active segment once for everything written so far, then completes callbacks.
+/// It stands aside while an appender syncs inline ([`Core::sync_inline`]).
 fn run_flusher(core: Arc<Core>) {
     /// Marks the flusher gone even if it panics, so waiters fail instead of hanging.
     struct ExitGuard<'a>(&'a Core);
@@ -863,9 +1005,9 @@ fn run_flusher(core: Arc<Core>) {
 
     let mut inner = core.lock();
     loop {
-        let need_sync = inner.poisoned.is_none() && inner.synced_seq < inner.wanted_seq;
-        if !need_sync && inner.callbacks.is_empty() {
-            if inner.closing {
+        let need_sync = inner.needs_sync();
+        if !need_sync && !inner.has_ready_callbacks() {
+            if inner.closing && inner.callbacks.is_empty() && !inner.syncing {
                 if inner.mark_unsynced && inner.poisoned.is_none() {
                     // So that a clean shutdown leaves the last synced point on disk too.
                     if let Err(err) = inner.active().file.sync_data() {
@@ -878,69 +1020,11 @@ fn run_flusher(core: Arc<Core>) {
             inner = core.wake_flusher.wait(inner).expect("WAL state lock poisoned by an earlier panic");
             continue;
         }
-
-        let mut synced = None;
-        if need_sync {
-            // Everything with seq <= target is in the active segment or in older
-            // ones, which were synced when rolled; so one fdatasync covers it all.
-            let target = inner.write_seq;
-            let records = inner.records_written;
-            let file = Arc::clone(&inner.active().file);
-            let covered = inner.active().len;
-            drop(inner);
-            if let Some(marker) = &core.synced_marker {
-                // Written before the sync, so the marker never lags behind what is durable.
-                let name = file.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                let _ = std::fs::write(marker, format!("{name} {covered}\n"));
-            }
-            let started = Instant::now();
-            let result = file.sync_data();
-            let took = started.elapsed();
-            inner = core.lock();
-            match result {
-                Ok(()) => {
-                    assert!(target >= inner.synced_seq, "WAL bug: synced sequence number went backwards");
-                    inner.synced_seq = target;
-                    inner.fsyncs += 1;
-                    synced = Some((took, (records - inner.records_synced) as usize));
-                    inner.records_synced = records;
-                    // The mark describes this segment only; if the WAL rolled meanwhile, the roll synced it all.
-                    if inner.active().file.seq == file.seq {
-                        inner.mark_unsynced = false;
-                        if let Err(err) = write_sync_mark(&mut inner, covered) {
-                            core.poison(&mut inner, &err);
-                        }
-                    }
-                }
-                Err(err) => core.poison(&mut inner, &err),
-            }
-            core.synced.notify_all();
-        }
-
-        let mut ready = Vec::new();
-        if let Some((kind, reason)) = &inner.poisoned {
-            let (kind, reason) = (*kind, reason.clone());
-            ready.extend(inner.callbacks.drain(..).map(|(_, cb)| (cb, Err(io::Error::new(kind, reason.clone())))));
-        } else {
-            while inner.callbacks.front().is_some_and(|(seq, _)| *seq <= inner.synced_seq) {
-                let (_, cb) = inner.callbacks.pop_front().expect("front checked");
-                ready.push((cb, Ok(())));
-            }
-        }
+        let synced;
+        (inner, synced) = if need_sync { core.sync_written(inner) } else { (inner, None) };
+        let ready = inner.take_ready_callbacks();
         drop(inner);
-
-        // Caller code runs without the lock; a panic in it must not kill the
-        // flusher, or every later durable operation would hang.
-        if let (Some(hook), Some((took, records))) = (&core.on_fsync, synced) {
-            if catch_unwind(AssertUnwindSafe(|| hook(took, records))).is_err() {
-                tracing::error!("WAL on_fsync hook panicked");
-            }
-        }
-        for (cb, result) in ready {
-            if catch_unwind(AssertUnwindSafe(|| cb(result))).is_err() {
-                tracing::error!("WAL durable callback panicked");
-            }
-        }
+        core.deliver(synced, ready);
         inner = core.lock();
     }
 }
