@@ -236,8 +236,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(write_err)?;
         }
         // openraft 0.9's core waits for this flush before it does anything else (replication included), so the
-        // flush is done here when nothing else is being synced, instead of on the flusher thread.
-        self.wal.append_and_sync(records, Box::new(move |res| callback.log_io_completed(res))).map_err(write_err)?;
+        // flush is done here when nothing else is being synced, instead of on the flusher thread — unless this is
+        // the runtime's only worker, which a slow disk would then freeze for everything else (probes, reads).
+        let on_durable: crate::wal::DurableCallback = Box::new(move |res| callback.log_io_completed(res));
+        let spare_worker = tokio::runtime::Handle::try_current().is_ok_and(|h| {
+            h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread && h.metrics().num_workers() > 1
+        });
+        if spare_worker {
+            self.wal.append_and_sync(records, on_durable).map_err(write_err)?;
+        } else {
+            self.wal.append(records, on_durable).map_err(write_err)?;
+        }
         *self.last.lock() = last_id;
         Ok(())
     }
