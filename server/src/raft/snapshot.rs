@@ -12,8 +12,8 @@
 //! `current.snap` and the directory fsynced: a crash leaves either the old or the new snapshot, never a torn one.
 //! Because the applied log id and membership live in the same file as the data, they are persisted atomically
 //! with it. A snapshot whose checksum does not match refuses start-up. Saving and loading make no copy of the data
-//! (the CRC is computed over the pieces as they are written; a load reuses the file's buffer), so an install holds
-//! the received bytes plus the decoded key space, not a third copy for the file.
+//! (the CRC is computed over the pieces as they are written; a load maps the file and decodes from the mapping),
+//! so an install holds the received bytes plus the decoded key space, not a third copy for the file.
 //!
 //! Invariants:
 //! - saves are serialized, and a snapshot never replaces a newer one: a slow background build that finishes after
@@ -118,20 +118,33 @@ impl SnapshotDir {
         Ok(true)
     }
 
-    /// Loads the current snapshot, if any.
-    pub fn load(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>> {
+    /// Loads the current snapshot, if any: the file is mapped read-only and checked in place, so its data is
+    /// decoded straight from the page cache. Reading a snapshot of 150 MB into a buffer cost a restart more than a
+    /// fifth of its time (fresh pages zeroed and faulted in, the file copied into them, the data moved to the
+    /// front).
+    pub fn load(&self) -> Result<Option<LoadedSnapshot>> {
         let path = self.path();
-        let mut bytes = match fs::read(&path) {
-            Ok(b) => b,
+        let file = match fs::File::open(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&path, "read snapshot", e)),
         };
         let corrupt = |reason: &str| Error::CorruptSnapshot { path: path.clone(), reason: reason.to_string() };
-        if bytes.len() < 16 || &bytes[..8] != MAGIC {
+        let len = file.metadata().map_err(|e| Error::io(&path, "read snapshot", e))?.len();
+        if len < 16 {
             return Err(corrupt("bad header"));
         }
-        let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        let body = &bytes[12..];
+        // SAFETY: the mapping is only read, and a snapshot file is never written in place: a save writes a new
+        // file and renames it over this one, which leaves this inode and its mapping intact. Only another process
+        // truncating the file under us could break the mapping (SIGBUS), and nothing but this node writes its
+        // data directory.
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+            .map_err(|e| Error::io(&path, "map snapshot", e))?;
+        if &map[..8] != MAGIC {
+            return Err(corrupt("bad header"));
+        }
+        let crc = u32::from_le_bytes(map[8..12].try_into().expect("4 bytes"));
+        let body = &map[12..];
         if crc32c::crc32c(body) != crc {
             return Err(corrupt("checksum mismatch"));
         }
@@ -141,13 +154,26 @@ impl SnapshotDir {
         }
         let meta: SnapshotMeta = decode(&body[4..4 + meta_len]).map_err(|e| corrupt(&format!("metadata: {e}")))?;
         *self.saved.lock() = meta.last_log_id;
-        // The data is the file's tail: move it to the front of the buffer rather than copying it out.
-        bytes.drain(..12 + 4 + meta_len);
-        Ok(Some((meta, bytes)))
+        Ok(Some(LoadedSnapshot { meta, data_start: 12 + 4 + meta_len, map }))
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// The snapshot on disk, checked: its metadata, and its data read in place from the mapped file.
+#[derive(Debug)]
+pub struct LoadedSnapshot {
+    pub meta: SnapshotMeta,
+    map: memmap2::Mmap,
+    data_start: usize,
+}
+
+impl LoadedSnapshot {
+    /// The snapshot's data: what openraft ships to followers, a postcard [`SnapshotImage`].
+    pub fn data(&self) -> &[u8] {
+        &self.map[self.data_start..]
     }
 }
 
@@ -227,8 +253,8 @@ mod tests {
         };
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         assert!(dir.save(&meta, &data).unwrap());
-        let (got_meta, got) = SnapshotDir::open(tmp.path()).unwrap().load().unwrap().unwrap();
-        assert_eq!((got_meta, got), (meta, data));
+        let got = SnapshotDir::open(tmp.path()).unwrap().load().unwrap().unwrap();
+        assert_eq!((&got.meta, got.data()), (&meta, data.as_slice()));
 
         let path = tmp.path().join(FILE);
         let mut bytes = fs::read(&path).unwrap();
@@ -237,5 +263,12 @@ mod tests {
         fs::write(&path, bytes).unwrap();
         let err = SnapshotDir::open(tmp.path()).unwrap().load().unwrap_err().to_string();
         assert!(err.contains("checksum mismatch"), "{err}");
+
+        // Too short to hold a header (an empty file cannot even be mapped), or not a snapshot at all.
+        for bytes in [&b""[..], b"RKVSNAP1", b"not a raftkv snapshot file"] {
+            fs::write(&path, bytes).unwrap();
+            let err = SnapshotDir::open(tmp.path()).unwrap().load().unwrap_err().to_string();
+            assert!(err.contains("bad header"), "{bytes:?}: {err}");
+        }
     }
 }

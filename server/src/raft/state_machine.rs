@@ -83,12 +83,13 @@ impl StateMachineStore {
     ) -> Result<Self> {
         let started = Instant::now();
         let (data, current) = match snapshots.load()? {
-            Some((meta, bytes)) => {
+            Some(loaded) => {
+                let (meta, bytes) = (&loaded.meta, loaded.data());
                 let corrupt = |reason: String| crate::error::Error::CorruptSnapshot {
                     path: snapshots.dir().join("current.snap"),
                     reason,
                 };
-                let data = decode_snapshot(&bytes).map_err(corrupt)?;
+                let data = decode_snapshot(bytes).map_err(corrupt)?;
                 if data.last_applied != meta.last_log_id {
                     return Err(corrupt("metadata and content disagree on the last applied log id".into()));
                 }
@@ -99,7 +100,7 @@ impl StateMachineStore {
                     took_ms = started.elapsed().as_millis() as u64,
                     "loaded the snapshot"
                 );
-                (data, Some((meta, Weak::new())))
+                (data, Some((loaded.meta.clone(), Weak::new())))
             }
             // A member restored from a backup starts from its state, before its (empty) log.
             None => match std::fs::read(snapshots.dir().join(crate::backup::RESTORED_STATE)) {
@@ -525,8 +526,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             openraft::StorageIOError::read_snapshot(Some(meta.signature()), openraft::AnyError::error(e.to_string()))
         })?;
         // The file holds the newest durable snapshot: the current one, or one saved since.
-        let Some((meta, bytes)) = loaded else { return Ok(None) };
-        let bytes = Arc::new(bytes);
+        let Some(loaded) = loaded else { return Ok(None) };
+        let (meta, bytes) = (loaded.meta.clone(), Arc::new(loaded.data().to_vec()));
         self.set_current(&meta, bytes.clone());
         Ok(Some(Snapshot { meta, snapshot: Box::new(SnapshotBytes::shared(bytes)) }))
     }
