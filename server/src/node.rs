@@ -243,7 +243,7 @@ pub async fn run(
     });
     const MAX_MSG: usize = crate::raft::network::MAX_PEER_MESSAGE;
     let peer_router = tonic::transport::Server::builder().http2_adaptive_window(Some(true)).add_service(
-        RaftServer::new(PeerService::new(raft.clone(), network.clone(), on_cluster_id))
+        RaftServer::new(PeerService::new(raft.clone(), network.clone(), on_cluster_id, stopping.clone()))
             .max_decoding_message_size(MAX_MSG)
             .max_encoding_message_size(MAX_MSG),
     );

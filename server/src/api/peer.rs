@@ -9,11 +9,16 @@
 //! a peer secret every message must carry a valid MAC (`UNAUTHENTICATED` otherwise) and every reply is signed over
 //! the request's nonce, so callers can tell a peer from an impostor ([`crate::raft::peer_auth`]).
 
-use std::sync::{atomic::Ordering, Arc};
+use std::{
+    pin::Pin,
+    sync::{atomic::Ordering, Arc},
+};
 
+use futures::{Stream, StreamExt};
 use raftkv_proto::{raft_server::Raft as RaftRpc, PeerMessage};
 use serde::{de::DeserializeOwned, Serialize};
-use tonic::{Request, Response, Status};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::raft::{
     decode, encode,
@@ -22,16 +27,25 @@ use crate::raft::{
     Raft,
 };
 
+#[derive(Clone)]
 pub struct PeerService {
     raft: Raft,
     network: Arc<NetworkShared>,
     /// Called once when a joining node learns its cluster id, to persist it.
     on_cluster_id: Arc<dyn Fn(u64) + Send + Sync>,
+    /// True once the node is shutting down: open AppendEntries streams end, so the graceful shutdown of the peer
+    /// port does not wait for the peers to drop them.
+    stopping: watch::Receiver<bool>,
 }
 
 impl PeerService {
-    pub fn new(raft: Raft, network: Arc<NetworkShared>, on_cluster_id: Arc<dyn Fn(u64) + Send + Sync>) -> Self {
-        Self { raft, network, on_cluster_id }
+    pub fn new(
+        raft: Raft,
+        network: Arc<NetworkShared>,
+        on_cluster_id: Arc<dyn Fn(u64) + Send + Sync>,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
+        Self { raft, network, on_cluster_id, stopping }
     }
 
     /// Refuses messages without a valid MAC (when a peer secret is configured).
@@ -80,7 +94,10 @@ impl PeerService {
 
     /// Accepts an authenticated, well-addressed message and remembers the sender's client address.
     fn accept(&self, rpc: Rpc, req: Request<PeerMessage>) -> Result<PeerMessage, Status> {
-        let msg = req.into_inner();
+        self.accept_message(rpc, req.into_inner())
+    }
+
+    fn accept_message(&self, rpc: Rpc, msg: PeerMessage) -> Result<PeerMessage, Status> {
         self.authenticate(rpc, &msg)?;
         if !self.network.taking_part.load(Ordering::Acquire) {
             return Err(Status::unavailable("starting: checking with the cluster before taking part"));
@@ -93,6 +110,10 @@ impl PeerService {
     }
 
     fn reply<T: Serialize>(&self, rpc: Rpc, req: &PeerMessage, body: &T) -> Response<PeerMessage> {
+        Response::new(self.reply_message(rpc, req, body))
+    }
+
+    fn reply_message<T: Serialize>(&self, rpc: Rpc, req: &PeerMessage, body: &T) -> PeerMessage {
         let mut m = PeerMessage {
             from: self.network.id,
             to: req.from,
@@ -105,7 +126,17 @@ impl PeerService {
         if let Some(secret) = &self.network.peer_secret {
             secret.sign(Direction::Reply, rpc.name(), &mut m, req.nonce.clone());
         }
-        Response::new(m)
+        m
+    }
+
+    /// One AppendEntries, unary or from a stream: checked, handed to openraft, answered.
+    async fn append_entries_message(&self, msg: PeerMessage) -> Result<PeerMessage, Status> {
+        let msg = self.accept_message(Rpc::AppendEntries, msg)?;
+        let res = self.raft.append_entries(Self::body(&msg)?).await;
+        if matches!(&res, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_))) {
+            self.network.traffic.leader_contact();
+        }
+        Ok(self.reply_message(Rpc::AppendEntries, &msg, &res))
     }
 
     fn body<T: DeserializeOwned>(msg: &PeerMessage) -> Result<T, Status> {
@@ -113,8 +144,12 @@ impl PeerService {
     }
 }
 
+/// The answers of one AppendEntries stream.
+type AppendAnswers = Pin<Box<dyn Stream<Item = Result<PeerMessage, Status>> + Send + 'static>>;
+
 #[tonic::async_trait]
 impl RaftRpc for PeerService {
+    type AppendEntriesStreamStream = AppendAnswers;
     async fn hello(&self, req: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
         // Authenticated, but no cluster check: a starting node asks who is out there before it knows its cluster.
         let msg = req.into_inner();
@@ -156,12 +191,32 @@ impl RaftRpc for PeerService {
     }
 
     async fn append_entries(&self, req: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
-        let msg = self.accept(Rpc::AppendEntries, req)?;
-        let res = self.raft.append_entries(Self::body(&msg)?).await;
-        if matches!(&res, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_))) {
-            self.network.traffic.leader_contact();
-        }
-        Ok(self.reply(Rpc::AppendEntries, &msg, &res))
+        self.append_entries_message(req.into_inner()).await.map(Response::new)
+    }
+
+    /// Messages are handled one at a time, in order, as the connection reads them (no task of its own). The
+    /// first refused message is the stream's last answer: its status ends the stream, and the caller drops it.
+    async fn append_entries_stream(
+        &self,
+        req: Request<Streaming<PeerMessage>>,
+    ) -> Result<Response<Self::AppendEntriesStreamStream>, Status> {
+        let service = Arc::new(self.clone());
+        let mut stopping = self.stopping.clone();
+        let answers = req
+            .into_inner()
+            .then(move |msg| {
+                let service = service.clone();
+                async move { service.append_entries_message(msg?).await }
+            })
+            .scan(false, |failed, answer| {
+                let done = *failed;
+                *failed = answer.is_err();
+                futures::future::ready((!done).then_some(answer))
+            })
+            .take_until(async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            });
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn timeout_now(&self, req: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {

@@ -4,7 +4,8 @@
 //! - [`state_machine`]: openraft's `RaftStateMachine` over the MVCC key space ([`crate::keyspace`]), with
 //!   snapshots ([`snapshot`]) and the watch hub ([`crate::watch`]).
 //! - [`network`]: openraft's `RaftNetwork` over the peer-only gRPC service (`raftkv.v1.Raft`), authenticated by
-//!   peer TLS or [`peer_auth`]; [`announce`] records members' client addresses in the membership.
+//!   peer TLS or [`peer_auth`], with AppendEntries on long-lived streams ([`append_stream`]); [`announce`]
+//!   records members' client addresses in the membership.
 //! - [`proposer`]: batches concurrent client writes into one log entry (group commit on the leader), bounded.
 //! - [`compaction`]: snapshots (and purges) triggered by WAL bytes, besides openraft's entry count.
 //! - [`wire_bytes`]: values encoded as byte strings, not one serde call per byte.
@@ -12,6 +13,7 @@
 //! Every log entry's application payload is a [`Command`]; applying it yields a [`CommandResponse`].
 
 pub mod announce;
+pub mod append_stream;
 pub mod command_v1;
 pub mod compaction;
 pub mod log_store;

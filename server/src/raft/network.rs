@@ -1,7 +1,8 @@
 //! openraft's `RaftNetwork` over the peer-only gRPC service `raftkv.v1.Raft`.
 //!
-//! Each Raft RPC is one unary gRPC call whose body is openraft's request, postcard-encoded; the reply carries
-//! openraft's `Result` the same way, so a remote Raft error (a higher vote, say) arrives as the same typed error
+//! Each Raft RPC is one unary gRPC call whose body is openraft's request, postcard-encoded — except
+//! AppendEntries, which goes as one message on a long-lived stream per caller ([`super::append_stream`]) — and
+//! the reply carries openraft's `Result` the same way, so a remote Raft error (a higher vote, say) arrives as the same typed error
 //! openraft would have produced locally. Connection failures map to `Unreachable` (openraft backs off) and other
 //! transport failures to `Network`.
 //!
@@ -65,6 +66,7 @@ use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{
+    append_stream::AppendStreams,
     decode, encode,
     peer_auth::{nonce, Direction, HelloInfo, PeerSecret},
     Node, NodeId, TypeConfig,
@@ -147,11 +149,13 @@ impl FaultInjector {
 pub struct PeerChannels {
     tls: Option<crate::tls::ReloadingServer>,
     channels: Mutex<(u64, HashMap<String, Channel>)>,
+    /// Open AppendEntries streams over these channels (see [`super::append_stream`]).
+    pub append_streams: AppendStreams,
 }
 
 impl PeerChannels {
     pub fn new(tls: Option<crate::tls::ReloadingServer>) -> Self {
-        Self { tls, channels: Mutex::default() }
+        Self { tls, channels: Mutex::default(), append_streams: AppendStreams::default() }
     }
 
     pub fn tls(&self) -> bool {
@@ -163,6 +167,7 @@ impl PeerChannels {
         let generation = self.tls.as_ref().map_or(0, |t| t.generation());
         if map.0 != generation {
             *map = (generation, HashMap::new());
+            self.append_streams.clear();
         }
         if let Some(ch) = map.1.get(addr) {
             return Ok(ch.clone());
@@ -314,14 +319,11 @@ impl NetworkShared {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, PeerCallError> {
-        use PeerCallError::{Network as Net, Unreachable};
+        use PeerCallError::Unreachable;
         if self.faults.is_blocked(target) {
             return Err(Unreachable(format!("fault injection: node {target} is partitioned")));
         }
         let channel = self.peer_channels.get(addr).map_err(Unreachable)?;
-        let mut client = RaftClient::new(channel)
-            .max_decoding_message_size(MAX_PEER_MESSAGE)
-            .max_encoding_message_size(MAX_PEER_MESSAGE);
         let mut msg = PeerMessage {
             from: self.id,
             to: target,
@@ -335,6 +337,15 @@ impl NetworkShared {
         if let Some(secret) = &self.peer_secret {
             secret.sign(Direction::Request, rpc.name(), &mut msg, challenge.clone());
         }
+        let streams = &self.peer_channels.append_streams;
+        if matches!(rpc, Rpc::AppendEntries) && !streams.unary_only(addr) {
+            let answer = tokio::time::timeout(timeout, streams.call(addr, channel, msg)).await;
+            let reply = answer.unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer in time")));
+            return self.check_reply(target, addr, rpc, reply, &challenge);
+        }
+        let mut client = RaftClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE);
         let mut request = tonic::Request::new(msg);
         request.set_timeout(timeout);
         let reply = match rpc {
@@ -344,8 +355,22 @@ impl NetworkShared {
             Rpc::InstallSnapshot => client.install_snapshot(request).await,
             Rpc::TimeoutNow => client.timeout_now(request).await,
         };
+        self.check_reply(target, addr, rpc, reply.map(tonic::Response::into_inner), &challenge)
+    }
+
+    /// Maps a failed call to [`PeerCallError`], checks the answer came from `target` (and, with a peer secret,
+    /// that it is signed over `challenge`), and returns its body.
+    fn check_reply(
+        &self,
+        target: NodeId,
+        addr: &str,
+        rpc: Rpc,
+        reply: Result<PeerMessage, tonic::Status>,
+        challenge: &[u8],
+    ) -> Result<Vec<u8>, PeerCallError> {
+        use PeerCallError::{Network as Net, Unreachable};
         let reply = match reply {
-            Ok(r) => r.into_inner(),
+            Ok(r) => r,
             Err(status) if status.code() == tonic::Code::Unavailable => {
                 return Err(Unreachable(format!("node {target} at {addr}: {}", status.message())));
             }
@@ -356,7 +381,7 @@ impl NetworkShared {
         if let Some(secret) = &self.peer_secret {
             // The answer proves the other end holds the secret; anything else is not a peer.
             secret
-                .verify(Direction::Reply, rpc.name(), &reply, Some(&challenge))
+                .verify(Direction::Reply, rpc.name(), &reply, Some(challenge))
                 .map_err(|e| Unreachable(format!("node {target} at {addr} is not a peer: {e}")))?;
         }
         if reply.from != target {
