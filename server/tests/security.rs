@@ -47,9 +47,15 @@ async fn the_raft_service_is_only_on_the_peer_port_and_peers_prove_the_secret() 
     forged.sent_at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     forged.nonce = vec![1; 16];
     forged.mac = vec![0; 32];
-    let err = RaftClient::new(peer).vote(forged).await.unwrap_err();
+    let err = RaftClient::new(peer.clone()).vote(forged).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
     assert!(err.message().contains("MAC"), "{err:?}");
+    // The AppendEntries stream checks each message as the unary call does: an unsigned one ends the stream.
+    let append = PeerMessage { from: 9, to: leader, version: 1, body: vec![1, 2, 3], ..Default::default() };
+    let mut answers =
+        RaftClient::new(peer).append_entries_stream(futures::stream::iter([append])).await.unwrap().into_inner();
+    let err = answers.message().await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
 
     // The cluster keeps working: all nodes share the secret; every member has announced its client address.
     for id in 1..=3 {
