@@ -19,12 +19,12 @@
 use std::collections::{HashMap, HashSet};
 
 use parking_lot::Mutex;
-use raftkv_proto::{raft_client::RaftClient, PeerMessage};
+use raftkv_proto::PeerMessage;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{transport::Channel, Code, Status, Streaming};
 
-use super::network::MAX_PEER_MESSAGE;
+use super::network::raft_client;
 
 /// Idle streams kept per peer address: one per concurrent caller (the replication task, and the odd
 /// read-index round or leadership transfer beside it).
@@ -83,9 +83,7 @@ impl AppendStreams {
     }
 
     async fn open(&self, addr: &str, channel: Channel) -> Result<AppendStream, Status> {
-        let mut client = RaftClient::new(channel)
-            .max_decoding_message_size(MAX_PEER_MESSAGE)
-            .max_encoding_message_size(MAX_PEER_MESSAGE);
+        let mut client = raft_client(channel);
         // One message in the channel at a time: a call waits for its answer before the next is sent.
         let (tx, requests) = mpsc::channel(1);
         match client.append_entries_stream(ReceiverStream::new(requests)).await {

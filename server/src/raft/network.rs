@@ -2,8 +2,8 @@
 //!
 //! Each Raft RPC is one unary gRPC call whose body is openraft's request, postcard-encoded — except
 //! AppendEntries, which goes as one message on a long-lived stream per caller ([`super::append_stream`]) — and
-//! the reply carries openraft's `Result` the same way, so a remote Raft error (a higher vote, say) arrives as the same typed error
-//! openraft would have produced locally. Connection failures map to `Unreachable` (openraft backs off) and other
+//! the reply carries openraft's `Result` the same way, so a remote Raft error (a higher vote, say) arrives as the
+//! same typed error openraft would have produced locally. Connection failures map to `Unreachable` (openraft backs off) and other
 //! transport failures to `Network`.
 //!
 //! Every envelope names sender, receiver and cluster, and carries the sender's client address (how members learn
@@ -81,6 +81,11 @@ pub const MAX_PEER_MESSAGE: usize = 64 << 20;
 /// Most encoded entry bytes in one AppendEntries (beyond its first entry): small enough to be sent and made
 /// durable within openraft's AppendEntries timeout (one heartbeat interval) on a slow machine.
 pub const MAX_APPEND_BYTES: usize = 4 << 20;
+
+/// A client of a peer's `raftkv.v1.Raft` service, with the peer message limit both ways.
+pub(crate) fn raft_client(channel: Channel) -> RaftClient<Channel> {
+    RaftClient::new(channel).max_decoding_message_size(MAX_PEER_MESSAGE).max_encoding_message_size(MAX_PEER_MESSAGE)
+}
 
 /// Largest AppendEntries body that can be sent at all (one entry larger than this could never replicate).
 const MAX_APPEND_BODY: usize = MAX_PEER_MESSAGE - (1 << 20);
@@ -343,9 +348,7 @@ impl NetworkShared {
             let reply = answer.unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer in time")));
             return self.check_reply(target, addr, rpc, reply, &challenge);
         }
-        let mut client = RaftClient::new(channel)
-            .max_decoding_message_size(MAX_PEER_MESSAGE)
-            .max_encoding_message_size(MAX_PEER_MESSAGE);
+        let mut client = raft_client(channel);
         let mut request = tonic::Request::new(msg);
         request.set_timeout(timeout);
         let reply = match rpc {

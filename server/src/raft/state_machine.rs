@@ -100,7 +100,7 @@ impl StateMachineStore {
                     took_ms = started.elapsed().as_millis() as u64,
                     "loaded the snapshot"
                 );
-                (data, Some((loaded.meta.clone(), Weak::new())))
+                (data, Some((meta.clone(), Weak::new())))
             }
             // A member restored from a backup starts from its state, before its (empty) log.
             None => match std::fs::read(snapshots.dir().join(crate::backup::RESTORED_STATE)) {
