@@ -128,6 +128,9 @@ impl Client {
         let deadline = Instant::now() + self.timeout;
         let mut attempt = 0usize;
         let mut last_err = Status::unavailable("no endpoint tried");
+        // Endpoints that refused our TLS (a certificate alert): trying them again cannot help, and once every
+        // endpoint has, that refusal is the answer — not a time-out after retrying it for the whole deadline.
+        let mut tls_refusals = 0usize;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             // A write is not sent again with too little time left for an answer: one that timed out would have an
@@ -150,7 +153,13 @@ impl Client {
             match res {
                 Ok(v) => return Ok(v),
                 Err(s) => {
-                    let s = self.explain(s, &addr);
+                    let (s, tls_refused) = self.explain(s, &addr);
+                    if tls_refused {
+                        tls_refusals += 1;
+                        if tls_refusals >= self.endpoints.len() {
+                            return Err(Status::new(s.code(), format!("{addr}: {}", s.message())));
+                        }
+                    }
                     let retryable = matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled)
                         && (retry == Retry::Idempotent || surely_not_sent(&s));
                     if !retryable {
@@ -162,7 +171,10 @@ impl Client {
                     } else {
                         self.preferred.store(idx + 1, Ordering::Relaxed);
                     }
-                    last_err = Status::new(s.code(), format!("{addr}: {}", s.message()));
+                    // A TLS refusal says more than a connection cut off (as the same refusal may show itself).
+                    if tls_refused || !last_err.message().contains("TLS failed") {
+                        last_err = Status::new(s.code(), format!("{addr}: {}", s.message()));
+                    }
                     attempt += 1;
                     // Cycle quickly through endpoints, then back off a little while an election runs.
                     if attempt % self.endpoints.len() == 0 {
@@ -175,12 +187,13 @@ impl Client {
     }
 
     /// Says what a transport failure most likely means: a plain-text client talking to a TLS port sees an HTTP/2
-    /// protocol error, a TLS client a handshake failure (untrusted server, or no client certificate).
-    fn explain(&self, s: Status, addr: &str) -> Status {
+    /// protocol error, a TLS client a handshake failure (untrusted server, or no client certificate). Also says
+    /// whether it is a certain TLS refusal (a certificate rejected by either side), which no retry will change.
+    fn explain(&self, s: Status, addr: &str) -> (Status, bool) {
         if !matches!(s.code(), Code::Internal | Code::Unknown | Code::Unavailable | Code::Cancelled)
             || s.metadata().contains_key("grpc-status")
         {
-            return s;
+            return (s, false);
         }
         // The innermost cause is the telling one ("received fatal alert: CertificateRequired").
         let mut cause = s.message().to_string();
@@ -192,11 +205,12 @@ impl Client {
         let m = format!("{} {cause}", s.message()).to_ascii_lowercase();
         let plain = !(addr.starts_with("https://") || (self.tls.is_some() && !addr.starts_with("http://")));
         if plain && (m.contains("h2 protocol error") || m.contains("frame with invalid size")) {
-            return Status::unavailable(format!(
+            let s = Status::unavailable(format!(
                 "the connection failed ({}): the server probably speaks TLS; pass --cacert (and --cert, --key if it \
                  requires client certificates)",
                 s.message()
             ));
+            return (s, false);
         }
         // A server that requires a client certificate refuses it after the client's handshake completed (TLS 1.3),
         // so the first request may just see its connection cancelled.
@@ -204,12 +218,16 @@ impl Client {
             ["certificate", "handshake", "tls", "alert", "operation was canceled", "transport error", "reset"];
         let down = m.contains("tcp connect error") || m.contains("connection refused") || m.contains("dns error");
         if !plain && !down && tls_words.iter().any(|w| m.contains(w)) {
-            return Status::unavailable(format!(
+            // rustls: "received fatal alert: CertificateRequired" (the server's verdict on us), "invalid peer
+            // certificate: UnknownIssuer" (ours on the server).
+            let refused = m.contains("fatal alert") || m.contains("invalid peer certificate");
+            let s = Status::unavailable(format!(
                 "TLS failed ({cause}): check --cacert (the CA that signed the server's certificate) and, if the server \
                  requires client certificates, --cert and --key"
             ));
+            return (s, refused);
         }
-        s
+        (s, false)
     }
 
     fn request<T>(msg: T, left: Duration) -> Request<T> {

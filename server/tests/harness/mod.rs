@@ -271,16 +271,24 @@ impl TestCluster {
     /// Waits until every running node agrees on one leader (among the running nodes); returns it.
     pub async fn wait_for_leader(&self, timeout: Duration) -> u64 {
         let running = self.running();
+        // Agreeing on the leader is not enough: right after a start two candidates of one term can both win in
+        // turn (openraft lets the higher node id take over a vote that is not yet committed), and the first one's
+        // term then ends with whatever was written to it. A vote committed on every node (each has accepted the
+        // leader's AppendEntries in that term) holds for at least a leader lease.
         eventually(timeout, "a leader that every running node agrees on", || async {
             let mut leader = None;
             for &id in &running {
                 let s = self.status(id).await?;
-                if s.leader_id == 0 || !running.contains(&s.leader_id) || leader.is_some_and(|l| l != s.leader_id) {
+                if s.leader_id == 0
+                    || !running.contains(&s.leader_id)
+                    || !s.vote_committed
+                    || leader.is_some_and(|(l, t)| (l, t) != (s.leader_id, s.term))
+                {
                     return None;
                 }
-                leader = Some(s.leader_id);
+                leader = Some((s.leader_id, s.term));
             }
-            let l = leader?;
+            let (l, _) = leader?;
             // The leader itself must say so.
             (self.status(l).await?.role == pb::Role::Leader as i32).then_some(l)
         })
