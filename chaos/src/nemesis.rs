@@ -70,7 +70,8 @@ fn restart(cluster: &mut LocalCluster, inc: &Incarnations, id: u64) -> anyhow::R
 }
 
 /// Loses the tail of node `id`'s newest WAL segment that its last fsync did not cover: cuts it off, or (half the
-/// time) zeroes random 4 KiB pages of it and keeps the file's length, as an out-of-order write-back would.
+/// time) zeroes random 4 KiB pages of it up to the end of the records and keeps the file's length, as an
+/// out-of-order write-back would.
 /// Returns the bytes lost.
 fn drop_unsynced_tail(data_dir: &Path, rng: &mut StdRng) -> anyhow::Result<u64> {
     let marker = fs::read_to_string(data_dir.join("wal-synced-marker")).unwrap_or_default();
@@ -89,7 +90,9 @@ fn drop_unsynced_tail(data_dir: &Path, rng: &mut StdRng) -> anyhow::Result<u64> 
     if last.file_name().is_none_or(|n| n.to_string_lossy() != name) {
         return Ok(0);
     }
-    let len = fs::metadata(last)?.len();
+    // Up to the end of the records: the WAL writes zeros ahead of them, and losing zeros loses nothing.
+    let bytes = fs::read(last)?;
+    let len = bytes.iter().rposition(|b| *b != 0).map_or(0, |p| p as u64 + 1);
     if len <= offset {
         return Ok(0);
     }

@@ -17,6 +17,11 @@ fn segments(dir: &std::path::Path) -> Vec<PathBuf> {
     v
 }
 
+/// Where a segment's records end: the zeros written ahead of them follow.
+fn records_end(bytes: &[u8]) -> u64 {
+    bytes.iter().rposition(|b| *b != 0).map_or(0, |p| p as u64 + 1)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn torn_tail_recovers_and_catches_up() {
     let mut cluster = TestCluster::start(3);
@@ -30,10 +35,11 @@ async fn torn_tail_recovers_and_catches_up() {
     cluster.wait_applied(victim, commit, Duration::from_secs(10)).await;
     cluster.kill(victim);
 
-    // Tear the last record: cut 5 bytes off the newest segment, and append a half-written header.
+    // Tear the last record: cut 5 bytes off the end of the newest segment's records (the file goes on with the
+    // zeros the WAL writes ahead of them), and append a half-written header.
     let segs = segments(&cluster.wal_dir(victim));
     let last = segs.last().unwrap();
-    let len = fs::metadata(last).unwrap().len();
+    let len = records_end(&fs::read(last).unwrap());
     let f = fs::OpenOptions::new().write(true).open(last).unwrap();
     f.set_len(len - 5).unwrap();
     drop(f);
@@ -69,7 +75,7 @@ async fn corruption_mid_log_refuses_to_start() {
     let segs = segments(&cluster.wal_dir(victim));
     let first = &segs[0];
     let mut bytes = fs::read(first).unwrap();
-    let mid = bytes.len() / 2;
+    let mid = records_end(&bytes) as usize / 2;
     bytes[mid] ^= 0xff;
     fs::write(first, &bytes).unwrap();
 

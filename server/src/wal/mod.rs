@@ -29,6 +29,13 @@
 //! creation, so older segments can be deleted once all their entries are purged
 //! without losing the vote or purge records that were in them.
 //!
+//! The active segment's file is grown ahead of its records, by writing zeros
+//! ([`WalOptions::preallocate`], 1 MiB at a time, up to `segment_bytes`): an
+//! fdatasync that must also make a new file size and new blocks durable costs
+//! about 2.5 times one that only writes data into blocks already there (0.37 vs
+//! 0.14 ms p50 on this project's machines). So every byte after the last record
+//! is zero, and a scan reads records until only zeros are left.
+//!
 //! Only the last segment is written. When it reaches `segment_bytes` the WAL
 //! *rolls*: it fdatasyncs the old segment, creates the next one with its
 //! checkpoint, fdatasyncs it, and fsyncs the directory, all before writing
@@ -133,6 +140,10 @@ pub type PoisonHook = Arc<dyn Fn(&str) + Send + Sync>;
 /// Default segment size: large enough that rolls (three fsyncs each) are rare.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 
+/// Default [`WalOptions::preallocate`]: an fdatasync that grows the file costs a journal commit, one within
+/// written blocks does not; 1 MiB of zeros is about a millisecond of writing, once per MiB of log.
+pub const DEFAULT_PREALLOCATE_BYTES: u64 = 1 << 20;
+
 /// Reads coalesce adjacent records into one `pread` of up to this many bytes.
 const MAX_READ_CHUNK: usize = 4 << 20;
 
@@ -150,6 +161,9 @@ pub struct WalOptions {
     pub synced_marker: Option<PathBuf>,
     /// Called once when the WAL is poisoned, so the process can stop instead of limping on.
     pub on_poison: Option<PoisonHook>,
+    /// When the active segment's file must grow, it grows by this many bytes of zeros beyond the write
+    /// ([`DEFAULT_PREALLOCATE_BYTES`]; 0 = grow with every write). See `Segment::write_at_end`.
+    pub preallocate: u64,
 }
 
 impl WalOptions {
@@ -161,6 +175,7 @@ impl WalOptions {
             on_fsync: None,
             synced_marker: None,
             on_poison: None,
+            preallocate: DEFAULT_PREALLOCATE_BYTES,
         }
     }
 }
@@ -173,6 +188,7 @@ impl fmt::Debug for WalOptions {
             .field("on_fsync", &self.on_fsync.as_ref().map(|_| "<hook>"))
             .field("synced_marker", &self.synced_marker)
             .field("on_poison", &self.on_poison.as_ref().map(|_| "<hook>"))
+            .field("preallocate", &self.preallocate)
             .finish()
     }
 }
@@ -228,6 +244,9 @@ struct Core {
 
 struct Inner {
     state: LogState,
+    /// Zeros written ahead of the records when the active segment's file must grow (`WalOptions::preallocate`),
+    /// up to the size at which it rolls.
+    preallocate: (u64, u64),
     /// Segments in sequence order, contiguous; the back one is active.
     segments: VecDeque<Segment>,
     /// Sequence number of the last completed write operation.
@@ -350,6 +369,7 @@ impl Wal {
             is_poisoned: std::sync::atomic::AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 state: recovered.state,
+                preallocate: (opts.preallocate, opts.segment_bytes),
                 segments: recovered.segments.into(),
                 write_seq: 0,
                 synced_seq: 0,
@@ -645,7 +665,7 @@ impl Wal {
         let inner = self.core().lock();
         WalStats {
             segments: inner.segments.len(),
-            bytes: inner.segments.iter().map(|s| s.len).sum(),
+            bytes: inner.segments.iter().map(|s| s.allocated).sum(),
             fsyncs: inner.fsyncs,
             records_written: inner.records_written,
             entries: inner.state.entry_count(),
@@ -754,8 +774,7 @@ impl Core {
         let seq = old.file.seq + 1;
         old.file.sync_data()?;
         inner.fsyncs += 1;
-        let mut seg =
-            Segment { file: Arc::new(SegmentFile::create(&self.dir, seq)?), len: 0, records: 0, max_index: None };
+        let mut seg = Segment::new(SegmentFile::create(&self.dir, seq)?);
         recovery::write_checkpoint(&mut seg, &inner.state.checkpoint())?;
         inner.fsyncs += 1;
         inner.records_written += 1;
@@ -931,13 +950,13 @@ impl Core {
 
 /// Appends a sync mark to the active segment after an fsync of it covered `[0, synced)`. Not fsynced here.
 fn write_sync_mark(inner: &mut Inner, synced: u64) -> Result<(), WalError> {
+    let preallocate = inner.preallocate;
     let active = inner.active_mut();
     let at = active.len;
     assert!(synced <= at, "WAL bug: sync mark at {at} would claim {synced}, beyond what was written");
     let mut buf = Vec::with_capacity(record::SYNCED_FRAME);
     record::encode(&Record::Synced { segment: active.file.seq, at, synced }, &mut buf);
-    active.file.write_all_at(&buf, at)?;
-    active.len += buf.len() as u64;
+    active.write_at_end(&buf, preallocate.0, preallocate.1)?;
     active.records += 1;
     inner.mark_unsynced = true;
     Ok(())
@@ -948,9 +967,9 @@ fn flush(inner: &mut Inner, buf: &mut Vec<u8>, buffered: &mut u64) -> Result<(),
     if buf.is_empty() {
         return Ok(());
     }
+    let preallocate = inner.preallocate;
     let active = inner.active_mut();
-    active.file.write_all_at(buf, active.len)?;
-    active.len += buf.len() as u64;
+    active.write_at_end(buf, preallocate.0, preallocate.1)?;
     active.records += *buffered;
     inner.records_written += *buffered;
     buf.clear();

@@ -14,6 +14,12 @@
 //! tail, not just a suffix: the page cache is written back in no particular order, so the tail may come back
 //! with holes (zeros, or stale blocks) followed by data that did arrive.
 //!
+//! The records of a segment end where nothing but zeros is left: the WAL writes zeros ahead of its records
+//! (`Segment::write_at_end`), so zeros to the end of the file are space not written yet, in any segment, and are
+//! neither a defect nor cut off. (A record lost to zeros at the very end cannot be told from space never
+//! written, with or without preallocation; in a segment that is not last, the next segment's checkpoint still
+//! catches lost entries.)
+//!
 //! To tell that tail from the synced part, the flusher writes a *sync mark* after every group fsync (see
 //! `record.rs`): "this segment is fsynced below offset X". Marks are not fsynced themselves; each rides along
 //! with the next sync. When the scan of the last segment stops at a defect at offset D, recovery looks for the
@@ -21,8 +27,8 @@
 //!
 //! * no mark after D claims a synced point beyond D: D is in the unsynced tail. Everything from D on is cut
 //!   off (ftruncate, then fsync) and reported in [`RecoveryReport::torn_tail`] with a warning. This covers an
-//!   interrupted append (a header or payload running past end of file, a bad CRC at the end), a zero-filled
-//!   tail, and holes: a bad CRC or a garbage length followed by more data;
+//!   interrupted append (a header or payload running past end of file, a bad CRC followed by nothing or only
+//!   zeros), and holes: a bad CRC or a garbage length followed by more data;
 //! * a mark after D says the segment was fsynced beyond D: the damaged bytes had reached the disk before the
 //!   crash, so this is corruption, and `open` refuses (below).
 //!
@@ -45,7 +51,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::WalError;
-use super::record::{self, Checkpoint, Record, Scanned, Scanner, HEADER_LEN};
+use super::record::{self, Checkpoint, Defect, Record, Scanned, Scanner, HEADER_LEN};
 use super::segment::{self, SegmentFile};
 use super::state::{Loc, LogState};
 
@@ -77,6 +83,8 @@ pub(crate) struct Segment {
     pub file: Arc<SegmentFile>,
     /// Bytes written (the offset of the next record).
     pub len: u64,
+    /// The file's size: `len` plus the zeros preallocated after it (see `Segment::write_at_end`).
+    pub allocated: u64,
     /// Records written, including the leading checkpoint.
     pub records: u64,
     /// Highest entry index ever written here, truncated or not. The segment may
@@ -116,7 +124,8 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, WalError> {
         // Whole-file reads are fine: a segment is bounded by segment_bytes plus
         // one record, and only one is held at a time.
         let buf = file.read_all()?;
-        let mut seg = Segment { file: Arc::new(file), len: 0, records: 0, max_index: None };
+        let mut seg =
+            Segment { file: Arc::new(file), len: 0, allocated: buf.len() as u64, records: 0, max_index: None };
         let mut scanner = Scanner::new(&buf);
         loop {
             match scanner.next() {
@@ -127,6 +136,9 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, WalError> {
                     seg.len = offset + (HEADER_LEN as u64) + u64::from(len);
                     seg.records += 1;
                 }
+                // Nothing but zeros from here on: space preallocated for records not written yet (in a segment
+                // that is not last: what was left of it when the WAL rolled). Not a defect, nothing to cut.
+                Scanned::Defect { defect: Defect::ZeroTail, .. } => break,
                 Scanned::Defect { offset, defect } if is_last && defect.is_torn_write() => {
                     // Past a defect, only a sync mark can say whether these bytes had been fsynced.
                     if let Some((synced, at)) = record::max_sync_mark_after(&buf, offset as usize + 1, *seq) {
@@ -173,12 +185,13 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, WalError> {
 
     // Only now, with everything validated, change the disk.
     if let Some(torn) = &torn_tail {
-        let last = segments.last().expect("a torn tail implies a segment");
+        let last = segments.last_mut().expect("a torn tail implies a segment");
         last.file.truncate_to(torn.offset)?;
+        last.allocated = torn.offset;
     }
     if segments.is_empty() {
         let file = SegmentFile::create(dir, 1)?;
-        segments.push(Segment { file: Arc::new(file), len: 0, records: 0, max_index: None });
+        segments.push(Segment::new(file));
     }
     let active = segments.last_mut().expect("at least one segment");
     if active.records == 0 {
@@ -211,8 +224,39 @@ pub(crate) fn write_checkpoint(seg: &mut Segment, cp: &Checkpoint) -> Result<(),
     seg.file.write_all_at(&buf, 0)?;
     seg.file.sync_data()?;
     seg.len = buf.len() as u64;
+    seg.allocated = seg.allocated.max(seg.len);
     seg.records = 1;
     Ok(())
+}
+
+impl Segment {
+    /// A new, empty segment file.
+    pub(crate) fn new(file: SegmentFile) -> Self {
+        Segment { file: Arc::new(file), len: 0, allocated: 0, records: 0, max_index: None }
+    }
+
+    /// Writes `buf` at the end of the segment's records. If that runs past the file's end, the file is first
+    /// extended with up to `preallocate` bytes of zeros beyond what `buf` needs: fdatasync then has to make the file's
+    /// new size and blocks durable once per `preallocate` bytes instead of on every append (on ext4 an fdatasync
+    /// that changes the file size costs a journal commit: about 0.4 ms instead of 0.15 ms here). Written zeros,
+    /// not `fallocate`: the blocks of an fallocated range are marked unwritten, and the first write to each
+    /// still changes metadata.
+    ///
+    /// Invariant (recovery relies on it): every byte of the file past `len` is zero, so the records end where
+    /// the zeros begin.
+    /// The zeros stop at `limit` (the size at which the WAL rolls to a new segment), or at the end of `buf`.
+    pub(crate) fn write_at_end(&mut self, buf: &[u8], preallocate: u64, limit: u64) -> Result<(), WalError> {
+        let end = self.len + buf.len() as u64;
+        let target = (end + preallocate).min(limit.max(end));
+        if end > self.allocated && target > end {
+            self.file.write_zeros(self.allocated.max(self.len), target)?;
+            self.allocated = target;
+        }
+        self.file.write_all_at(buf, self.len)?;
+        self.len = end;
+        self.allocated = self.allocated.max(end);
+        Ok(())
+    }
 }
 
 /// Applies one record read from `seg` at `offset`. Errors are corruption reasons.

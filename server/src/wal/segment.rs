@@ -15,6 +15,8 @@
 //!   so a segment whose name is durable also has a durable checkpoint. (The one
 //!   exception is a crash between creating the file and that fsync; recovery
 //!   then finds the last segment empty or with a torn checkpoint and rewrites it.)
+//! * The active segment's file may be longer than its records: the bytes after
+//!   them are zeros written ahead of time (see `Segment::write_at_end`).
 //! * Writes use `pwrite` at an offset tracked in memory, never the file cursor,
 //!   and reads use `pread`, so readers and the writer share one descriptor safely.
 //!
@@ -159,6 +161,20 @@ impl SegmentFile {
 
     pub(crate) fn write_all_at(&self, buf: &[u8], offset: u64) -> Result<(), WalError> {
         self.file.write_all_at(buf, offset).map_err(|e| WalError::io(&self.path, "write", e))
+    }
+
+    /// Writes zeros to bytes `[from, to)`.
+    pub(crate) fn write_zeros(&self, from: u64, to: u64) -> Result<(), WalError> {
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(ZEROS.len() as u64) as usize;
+            self.file
+                .write_all_at(&ZEROS[..n], at)
+                .map_err(|e| WalError::io(&self.path, "preallocate (write zeros)", e))?;
+            at += n as u64;
+        }
+        Ok(())
     }
 
     /// fdatasync: makes written data (and the file size) durable.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::record::{self, Checkpoint, Record, Scanned, Scanner};
+use super::record::{self, Checkpoint, Defect, Record, Scanned, Scanner};
 use super::*;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,7 +69,8 @@ fn records_in(path: &Path) -> Vec<RecordInfo> {
                 };
                 out.push((offset, record::HEADER_LEN + len as usize, record.kind(), index));
             }
-            Scanned::End => return out,
+            // The zeros preallocated after the last record.
+            Scanned::End | Scanned::Defect { defect: Defect::ZeroTail, .. } => return out,
             Scanned::Defect { offset, defect } => {
                 panic!("{}: defect at {offset}: {defect}", path.display())
             }
@@ -342,43 +343,97 @@ fn torn_tail_at_every_offset_of_the_last_record() {
     }
 }
 
+/// The end of the last record in a segment file (where its preallocated zeros begin).
+fn records_end(path: &Path) -> u64 {
+    let last = *records_in(path).last().unwrap();
+    last.0 + last.1 as u64
+}
+
 #[test]
-fn zero_filled_tail_recovers() {
+fn zero_filled_tail_is_preallocated_space() {
     let tmp = tempfile::tempdir().unwrap();
     let (path, last_offset) = four_entry_log(tmp.path());
     let len = fs::metadata(&path).unwrap().len();
+    let end = records_end(&path);
+    assert!(len >= end + DEFAULT_PREALLOCATE_BYTES / 2, "zeros written ahead of the records: {len} vs {end}");
+    assert!(is_zeros(&fs::read(&path).unwrap()[end as usize..]));
 
-    // Zeros appended after the last record.
-    let mut bytes = fs::read(&path).unwrap();
-    bytes.extend_from_slice(&[0; 4096]);
-    fs::write(&path, &bytes).unwrap();
+    // Zeros after the last record are space for the next ones: nothing is cut, nothing reported.
     let (wal, report) = open(tmp.path());
-    assert_eq!(report.torn_tail, Some(TornTail { path: path.clone(), offset: len, bytes_dropped: 4096 }));
+    assert_eq!(report.torn_tail, None);
     assert_eq!(read_all(&wal), entries(1..=4));
     drop(wal);
+    assert_eq!(fs::metadata(&path).unwrap().len(), len, "the preallocated zeros are kept");
 
-    // The last record itself zeroed, with more zeros after it.
+    // The last record itself zeroed, with more zeros after it: as if it had never been written.
     let mut bytes = fs::read(&path).unwrap();
-    bytes.truncate(last_offset as usize);
-    bytes.extend_from_slice(&[0; 100]);
+    bytes[last_offset as usize..].fill(0);
     fs::write(&path, &bytes).unwrap();
     let (wal, report) = open(tmp.path());
-    assert_eq!(report.torn_tail.map(|t| (t.offset, t.bytes_dropped)), Some((last_offset, 100)));
+    assert_eq!(report.torn_tail, None);
     assert_eq!(read_all(&wal), entries(1..=3));
+    // The next append goes right after entry 3, into the zeros, and survives a restart.
+    append_durable(&wal, vec![(4, b"rewritten".to_vec())]);
+    drop(wal);
+    assert_eq!(fs::metadata(&path).unwrap().len(), len, "written into the preallocated space");
+    let (wal, report) = open(tmp.path());
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(wal.read(1, 5).unwrap(), [entries(1..=3), vec![(4, b"rewritten".to_vec())]].concat());
     drop(wal);
 
-    // A header that survived, followed by a payload that did not.
-    let (wal, _) = open(tmp.path());
-    append_durable(&wal, entries(4..=4));
-    drop(wal);
+    // A header that survived, followed by a payload that did not (zeros to the end): a torn write, cut.
+    let (path, last_offset) = {
+        let tmp2 = tempfile::tempdir().unwrap();
+        let r = four_entry_log(tmp2.path());
+        let moved = tmp.path().join("torn");
+        fs::create_dir(&moved).unwrap();
+        fs::copy(&r.0, moved.join(r.0.file_name().unwrap())).unwrap();
+        (moved.join(r.0.file_name().unwrap()), r.1)
+    };
     let mut bytes = fs::read(&path).unwrap();
-    let n = bytes.len();
-    bytes[last_offset as usize + record::HEADER_LEN..n].fill(0);
-    bytes.extend_from_slice(&[0; 50]);
+    bytes[last_offset as usize + record::HEADER_LEN..].fill(0);
     fs::write(&path, &bytes).unwrap();
-    let (wal, report) = open(tmp.path());
+    let (wal, report) = open(path.parent().unwrap());
     assert_eq!(report.torn_tail.map(|t| t.offset), Some(last_offset));
     assert_eq!(read_all(&wal), entries(1..=3));
+    drop(wal);
+    assert_eq!(fs::metadata(&path).unwrap().len(), last_offset, "the torn record is cut off on disk");
+}
+
+fn is_zeros(b: &[u8]) -> bool {
+    b.iter().all(|&x| x == 0)
+}
+
+#[test]
+fn a_non_last_segment_may_end_in_preallocated_zeros_but_not_lose_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wal, _) = open_opts(WalOptions { segment_bytes: 1024, preallocate: 512, ..WalOptions::new(tmp.path()) });
+    for i in 1..=60 {
+        append_durable(&wal, entries(i..=i));
+    }
+    drop(wal);
+    let segs = segment_paths(tmp.path());
+    assert!(segs.len() >= 3, "rolled: {segs:?}");
+    let first = &segs[0];
+    // The zeros stop where the segment rolls; a segment rolled with zeros left (a larger `segment_bytes` then)
+    // still reads as its records.
+    assert_eq!(fs::metadata(first).unwrap().len(), records_end(first), "no zeros past the roll point");
+    let mut bytes = fs::read(first).unwrap();
+    bytes.extend_from_slice(&[0; 700]);
+    fs::write(first, &bytes).unwrap();
+    let (wal, report) = open(tmp.path());
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(read_all(&wal), entries(1..=60));
+    drop(wal);
+
+    // Zeroing the last entry of a rolled segment is caught: the next segment's checkpoint says it existed.
+    let last_entry = *records_in(first).iter().rev().find(|r| r.2 == "entry").unwrap();
+    let mut bytes = fs::read(first).unwrap();
+    bytes[last_entry.0 as usize..].fill(0);
+    fs::write(first, &bytes).unwrap();
+    let (bad, _, msg) = expect_corrupt(tmp.path());
+    assert_eq!(&bad, &segs[1], "{msg}");
+    assert!(msg.contains("checkpoint disagrees"), "{msg}");
 }
 
 #[test]
@@ -1064,6 +1119,7 @@ fn sync_mark_at_the_wrong_place_is_corrupt() {
     let tmp = tempfile::tempdir().unwrap();
     let (path, _) = four_entry_log(tmp.path());
     let mut bytes = fs::read(&path).unwrap();
+    bytes.truncate(records_end(&path) as usize); // right after the last record, where the zeros were
     let at = bytes.len() as u64 + 8; // claims an offset it is not at
     record::encode(&Record::Synced { segment: 1, at, synced: 10 }, &mut bytes);
     fs::write(&path, &bytes).unwrap();
