@@ -90,7 +90,8 @@ fn drop_unsynced_tail(data_dir: &Path, rng: &mut StdRng) -> anyhow::Result<u64> 
     if last.file_name().is_none_or(|n| n.to_string_lossy() != name) {
         return Ok(0);
     }
-    // Up to the end of the records: the WAL writes zeros ahead of them, and losing zeros loses nothing.
+    // Up to the end of the records (about: their last non-zero byte): the WAL writes zeros ahead of them, and
+    // losing zeros loses nothing.
     let bytes = fs::read(last)?;
     let len = bytes.iter().rposition(|b| *b != 0).map_or(0, |p| p as u64 + 1);
     if len <= offset {

@@ -17,7 +17,8 @@ fn segments(dir: &std::path::Path) -> Vec<PathBuf> {
     v
 }
 
-/// Where a segment's records end: the zeros written ahead of them follow.
+/// About where a segment's records end (its last non-zero byte; a record may itself end in zero bytes): the
+/// zeros written ahead of them follow.
 fn records_end(bytes: &[u8]) -> u64 {
     bytes.iter().rposition(|b| *b != 0).map_or(0, |p| p as u64 + 1)
 }

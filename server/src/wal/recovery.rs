@@ -14,11 +14,13 @@
 //! tail, not just a suffix: the page cache is written back in no particular order, so the tail may come back
 //! with holes (zeros, or stale blocks) followed by data that did arrive.
 //!
-//! The records of a segment end where nothing but zeros is left: the WAL writes zeros ahead of its records
-//! (`Segment::write_at_end`), so zeros to the end of the file are space not written yet, in any segment, and are
-//! neither a defect nor cut off. (A record lost to zeros at the very end cannot be told from space never
-//! written, with or without preallocation; in a segment that is not last, the next segment's checkpoint still
-//! catches lost entries.)
+//! The records of the last segment end where nothing but zeros is left: the WAL writes zeros ahead of its
+//! records (`Segment::write_at_end`), so zeros to the end of that file are space not written yet, neither a
+//! defect nor cut off. (A record lost to zeros at the very end cannot be told from space never written, with or
+//! without preallocation.) A segment that is not last has no such space — the WAL cuts what is left of it when
+//! it rolls — so zeros at its end are lost records: corruption, refused like any other defect there. (The next
+//! segment's checkpoint would not always tell: a lost truncate and the entries rewritten after it leave the same
+//! index range, and the stale entries would come back.)
 //!
 //! To tell that tail from the synced part, the flusher writes a *sync mark* after every group fsync (see
 //! `record.rs`): "this segment is fsynced below offset X". Marks are not fsynced themselves; each rides along
@@ -136,9 +138,9 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, WalError> {
                     seg.len = offset + (HEADER_LEN as u64) + u64::from(len);
                     seg.records += 1;
                 }
-                // Nothing but zeros from here on: space preallocated for records not written yet (in a segment
-                // that is not last: what was left of it when the WAL rolled). Not a defect, nothing to cut.
-                Scanned::Defect { defect: Defect::ZeroTail, .. } => break,
+                // Nothing but zeros from here on in the last segment: space preallocated for records not
+                // written yet. Not a defect, nothing to cut.
+                Scanned::Defect { defect: Defect::ZeroTail, .. } if is_last => break,
                 Scanned::Defect { offset, defect } if is_last && defect.is_torn_write() => {
                     // Past a defect, only a sync mark can say whether these bytes had been fsynced.
                     if let Some((synced, at)) = record::max_sync_mark_after(&buf, offset as usize + 1, *seq) {
@@ -247,10 +249,19 @@ impl Segment {
     /// The zeros stop at `limit` (the size at which the WAL rolls to a new segment), or at the end of `buf`.
     pub(crate) fn write_at_end(&mut self, buf: &[u8], preallocate: u64, limit: u64) -> Result<(), WalError> {
         let end = self.len + buf.len() as u64;
-        let target = (end + preallocate).min(limit.max(end));
+        let target = end.saturating_add(preallocate).min(limit.max(end));
         if end > self.allocated && target > end {
-            self.file.write_zeros(self.allocated.max(self.len), target)?;
-            self.allocated = target;
+            match self.file.write_zeros(self.allocated.max(self.len), target) {
+                Ok(()) => self.allocated = target,
+                // A full disk may still take the records themselves: write them without the space ahead (the
+                // zeros that did get written keep the invariant) rather than poison the WAL over the zeros, which
+                // a restart would only try again.
+                Err(e) if segment::is_disk_full(&e) => {
+                    tracing::warn!(file = %self.file.path.display(), error = %e, "WAL: no space to preallocate");
+                    self.allocated = self.file.size()?;
+                }
+                Err(e) => return Err(WalError::io(&self.file.path, "preallocate (write zeros)", e)),
+            }
         }
         self.file.write_all_at(buf, self.len)?;
         self.len = end;

@@ -16,7 +16,9 @@
 //!   exception is a crash between creating the file and that fsync; recovery
 //!   then finds the last segment empty or with a torn checkpoint and rewrites it.)
 //! * The active segment's file may be longer than its records: the bytes after
-//!   them are zeros written ahead of time (see `Segment::write_at_end`).
+//!   them are zeros written ahead of time (see `Segment::write_at_end`). A
+//!   segment the WAL rolled past ends with its last record: what was left of
+//!   its zeros is cut off before its final fsync.
 //! * Writes use `pwrite` at an offset tracked in memory, never the file cursor,
 //!   and reads use `pread`, so readers and the writer share one descriptor safely.
 //!
@@ -66,6 +68,11 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
     }
     segments.sort_unstable_by_key(|(seq, _)| *seq);
     Ok(segments)
+}
+
+/// Whether a write failed for want of space (ENOSPC, or a quota: EDQUOT).
+pub(crate) fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 /// fsyncs a directory, making file creations and deletions in it durable.
@@ -164,17 +171,20 @@ impl SegmentFile {
     }
 
     /// Writes zeros to bytes `[from, to)`.
-    pub(crate) fn write_zeros(&self, from: u64, to: u64) -> Result<(), WalError> {
+    pub(crate) fn write_zeros(&self, from: u64, to: u64) -> io::Result<()> {
         static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         let mut at = from;
         while at < to {
             let n = (to - at).min(ZEROS.len() as u64) as usize;
-            self.file
-                .write_all_at(&ZEROS[..n], at)
-                .map_err(|e| WalError::io(&self.path, "preallocate (write zeros)", e))?;
+            self.file.write_all_at(&ZEROS[..n], at)?;
             at += n as u64;
         }
         Ok(())
+    }
+
+    /// The file's size.
+    pub(crate) fn size(&self) -> Result<u64, WalError> {
+        Ok(self.file.metadata().map_err(|e| WalError::io(&self.path, "stat segment", e))?.len())
     }
 
     /// fdatasync: makes written data (and the file size) durable.

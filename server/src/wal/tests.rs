@@ -400,40 +400,50 @@ fn zero_filled_tail_is_preallocated_space() {
     assert_eq!(fs::metadata(&path).unwrap().len(), last_offset, "the torn record is cut off on disk");
 }
 
+/// Cuts the zeros after a segment's records, as the WAL does when it rolls past it.
+fn cut_to_records(path: &Path) {
+    let end = records_end(path);
+    fs::OpenOptions::new().write(true).open(path).unwrap().set_len(end).unwrap();
+}
+
 fn is_zeros(b: &[u8]) -> bool {
     b.iter().all(|&x| x == 0)
 }
 
 #[test]
-fn a_non_last_segment_may_end_in_preallocated_zeros_but_not_lose_records() {
+fn a_rolled_segment_ends_with_its_records_and_zeros_there_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
+    // Written with a large segment size: the file has zeros ahead of its records.
+    let (wal, _) = open(tmp.path());
+    append_durable(&wal, entries(1..=5));
+    drop(wal);
+    let first = segment_paths(tmp.path()).remove(0);
+    assert!(fs::metadata(&first).unwrap().len() > records_end(&first));
+    // Reopened with a small one, the next append rolls: the old segment's zeros are cut off first.
     let (wal, _) = open_opts(WalOptions { segment_bytes: 1024, preallocate: 512, ..WalOptions::new(tmp.path()) });
-    for i in 1..=60 {
+    for i in 6..=60 {
         append_durable(&wal, entries(i..=i));
     }
     drop(wal);
     let segs = segment_paths(tmp.path());
     assert!(segs.len() >= 3, "rolled: {segs:?}");
-    let first = &segs[0];
-    // The zeros stop where the segment rolls; a segment rolled with zeros left (a larger `segment_bytes` then)
-    // still reads as its records.
-    assert_eq!(fs::metadata(first).unwrap().len(), records_end(first), "no zeros past the roll point");
-    let mut bytes = fs::read(first).unwrap();
-    bytes.extend_from_slice(&[0; 700]);
-    fs::write(first, &bytes).unwrap();
+    for seg in &segs[..segs.len() - 1] {
+        assert_eq!(fs::metadata(seg).unwrap().len(), records_end(seg), "{} ends with its records", seg.display());
+    }
     let (wal, report) = open(tmp.path());
     assert_eq!(report.torn_tail, None);
     assert_eq!(read_all(&wal), entries(1..=60));
     drop(wal);
 
-    // Zeroing the last entry of a rolled segment is caught: the next segment's checkpoint says it existed.
-    let last_entry = *records_in(first).iter().rev().find(|r| r.2 == "entry").unwrap();
-    let mut bytes = fs::read(first).unwrap();
+    // Zeros at the end of a rolled segment are lost records (here: its last entry), not space: refused. (Its
+    // checkpoint comparison alone would not catch a lost truncate followed by rewritten entries.)
+    let last_entry = *records_in(&segs[1]).iter().rev().find(|r| r.2 == "entry").unwrap();
+    let mut bytes = fs::read(&segs[1]).unwrap();
     bytes[last_entry.0 as usize..].fill(0);
-    fs::write(first, &bytes).unwrap();
-    let (bad, _, msg) = expect_corrupt(tmp.path());
-    assert_eq!(&bad, &segs[1], "{msg}");
-    assert!(msg.contains("checkpoint disagrees"), "{msg}");
+    fs::write(&segs[1], &bytes).unwrap();
+    let (bad, offset, msg) = expect_corrupt(tmp.path());
+    assert_eq!((&bad, offset), (&segs[1], last_entry.0), "{msg}");
+    assert!(msg.contains("zero-filled tail in a non-last segment"), "{msg}");
 }
 
 #[test]
@@ -560,7 +570,8 @@ fn checkpoint_disagreeing_with_replay_is_corrupt() {
     let (wal, _) = open(tmp.path());
     append_durable(&wal, entries(1..=3));
     drop(wal);
-    // A hand-made segment 2 whose checkpoint claims a different log range.
+    // A hand-made segment 2 whose checkpoint claims a different log range (segment 1 cut as a roll cuts it).
+    cut_to_records(&segment_paths(tmp.path())[0]);
     let mut bytes = Vec::new();
     let cp = Checkpoint { range: Some((1, 10)), ..Default::default() };
     record::encode(&Record::Checkpoint(cp), &mut bytes);
@@ -580,7 +591,9 @@ fn crash_during_roll_recovers() {
     drop(wal);
     let next = tmp.path().join(segment::file_name(2));
 
-    // The new segment was created but its checkpoint never reached the disk.
+    // The new segment was created (after the old one was cut to its records and synced, as a roll does) but its
+    // checkpoint never reached the disk.
+    cut_to_records(&segment_paths(tmp.path())[0]);
     fs::write(&next, b"").unwrap();
     let (wal, report) = open(tmp.path());
     assert_eq!((report.segments, report.torn_tail), (2, None));
@@ -596,6 +609,7 @@ fn crash_during_roll_recovers() {
     let mut cp = Vec::new();
     record::encode(&Record::Checkpoint(Checkpoint::default()), &mut cp);
     let third = tmp.path().join(segment::file_name(3));
+    cut_to_records(&next);
     fs::write(&third, &cp[..5]).unwrap();
     let (wal, report) = open(tmp.path());
     assert_eq!(report.torn_tail, Some(TornTail { path: third.clone(), offset: 0, bytes_dropped: 5 }));
