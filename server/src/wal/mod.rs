@@ -141,8 +141,9 @@ pub type PoisonHook = Arc<dyn Fn(&str) + Send + Sync>;
 /// Default segment size: large enough that rolls (three fsyncs each) are rare.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 
-/// Default [`WalOptions::preallocate`]: an fdatasync that grows the file costs a journal commit, one within
-/// written blocks does not; 1 MiB of zeros is about a millisecond of writing, once per MiB of log.
+/// Default [`WalOptions::preallocate`]: an fdatasync that grows the file must also allocate blocks and write the
+/// new size, one within written blocks does not; 1 MiB of zeros is about a millisecond of writing, once per MiB
+/// of log.
 pub const DEFAULT_PREALLOCATE_BYTES: u64 = 1 << 20;
 
 /// Reads coalesce adjacent records into one `pread` of up to this many bytes.
@@ -227,6 +228,8 @@ struct Handle {
 struct Core {
     dir: PathBuf,
     segment_bytes: u64,
+    /// `WalOptions::preallocate`.
+    preallocate: u64,
     on_fsync: Option<FsyncHook>,
     synced_marker: Option<PathBuf>,
     on_poison: Option<PoisonHook>,
@@ -245,9 +248,6 @@ struct Core {
 
 struct Inner {
     state: LogState,
-    /// Zeros written ahead of the records when the active segment's file must grow (`WalOptions::preallocate`),
-    /// up to the size at which it rolls.
-    preallocate: (u64, u64),
     /// Segments in sequence order, contiguous; the back one is active.
     segments: VecDeque<Segment>,
     /// Sequence number of the last completed write operation.
@@ -364,13 +364,13 @@ impl Wal {
         let core = Arc::new(Core {
             dir: opts.dir.clone(),
             segment_bytes: opts.segment_bytes,
+            preallocate: opts.preallocate,
             on_fsync: opts.on_fsync,
             synced_marker: opts.synced_marker,
             on_poison: opts.on_poison,
             is_poisoned: std::sync::atomic::AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 state: recovered.state,
-                preallocate: (opts.preallocate, opts.segment_bytes),
                 segments: recovered.segments.into(),
                 write_seq: 0,
                 synced_seq: 0,
@@ -750,7 +750,7 @@ impl Core {
             // segment_bytes still makes progress.
             let has_data = active.records > 1 || buffered > 0;
             if has_data && active.len + buf.len() as u64 >= self.segment_bytes {
-                flush(inner, &mut buf, &mut buffered)?;
+                self.flush(inner, &mut buf, &mut buffered)?;
                 self.roll(inner)?;
             }
             let active = inner.active_mut();
@@ -763,7 +763,7 @@ impl Core {
             buffered += 1;
             inner.state.apply(record, loc);
         }
-        flush(inner, &mut buf, &mut buffered)
+        self.flush(inner, &mut buf, &mut buffered)
     }
 
     /// Starts a new segment. The old one is fdatasynced first, so no later write
@@ -854,7 +854,7 @@ impl Core {
                 // The mark describes this segment only; if the WAL rolled meanwhile, the roll synced it all.
                 if inner.active().file.seq == file.seq {
                     inner.mark_unsynced = false;
-                    if let Err(err) = write_sync_mark(&mut inner, covered) {
+                    if let Err(err) = self.write_sync_mark(&mut inner, covered) {
                         self.poison(&mut inner, &err);
                     }
                 }
@@ -957,33 +957,33 @@ impl Core {
     }
 }
 
-/// Appends a sync mark to the active segment after an fsync of it covered `[0, synced)`. Not fsynced here.
-fn write_sync_mark(inner: &mut Inner, synced: u64) -> Result<(), WalError> {
-    let preallocate = inner.preallocate;
-    let active = inner.active_mut();
-    let at = active.len;
-    assert!(synced <= at, "WAL bug: sync mark at {at} would claim {synced}, beyond what was written");
-    let mut buf = Vec::with_capacity(record::SYNCED_FRAME);
-    record::encode(&Record::Synced { segment: active.file.seq, at, synced }, &mut buf);
-    active.write_at_end(&buf, preallocate.0, preallocate.1)?;
-    active.records += 1;
-    inner.mark_unsynced = true;
-    Ok(())
-}
-
-/// Writes the buffered records at the end of the active segment.
-fn flush(inner: &mut Inner, buf: &mut Vec<u8>, buffered: &mut u64) -> Result<(), WalError> {
-    if buf.is_empty() {
-        return Ok(());
+impl Core {
+    /// Appends a sync mark to the active segment after an fsync of it covered `[0, synced)`. Not fsynced here.
+    fn write_sync_mark(&self, inner: &mut Inner, synced: u64) -> Result<(), WalError> {
+        let active = inner.active_mut();
+        let at = active.len;
+        assert!(synced <= at, "WAL bug: sync mark at {at} would claim {synced}, beyond what was written");
+        let mut buf = Vec::with_capacity(record::SYNCED_FRAME);
+        record::encode(&Record::Synced { segment: active.file.seq, at, synced }, &mut buf);
+        active.write_at_end(&buf, self.preallocate, self.segment_bytes)?;
+        active.records += 1;
+        inner.mark_unsynced = true;
+        Ok(())
     }
-    let preallocate = inner.preallocate;
-    let active = inner.active_mut();
-    active.write_at_end(buf, preallocate.0, preallocate.1)?;
-    active.records += *buffered;
-    inner.records_written += *buffered;
-    buf.clear();
-    *buffered = 0;
-    Ok(())
+
+    /// Writes the buffered records at the end of the active segment.
+    fn flush(&self, inner: &mut Inner, buf: &mut Vec<u8>, buffered: &mut u64) -> Result<(), WalError> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let active = inner.active_mut();
+        active.write_at_end(buf, self.preallocate, self.segment_bytes)?;
+        active.records += *buffered;
+        inner.records_written += *buffered;
+        buf.clear();
+        *buffered = 0;
+        Ok(())
+    }
 }
 
 impl Handle {

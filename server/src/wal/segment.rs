@@ -153,8 +153,7 @@ impl SegmentFile {
     }
 
     pub(crate) fn read_all(&self) -> Result<Vec<u8>, WalError> {
-        let len = self.file.metadata().map_err(|e| WalError::io(&self.path, "stat segment", e))?.len();
-        let mut buf = vec![0; len as usize];
+        let mut buf = vec![0; self.size()? as usize];
         self.read_exact_at(&mut buf, 0)?;
         Ok(buf)
     }
